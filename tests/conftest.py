@@ -1,0 +1,44 @@
+"""Shared test fixtures: the real model, class map and audio fixtures live outside the repo.
+
+They are found through ``YAMNET_BEAM_SHARED`` (default ``<repo>/../shared``). They are never
+committed; if they are missing the tests fail loudly instead of silently skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    d = Path(os.environ.get("YAMNET_BEAM_SHARED", REPO.parent / "shared")).resolve()
+    if not (d / "models" / "yamnet.tflite").is_file():
+        raise RuntimeError(
+            f"Shared test resources not found in {d}: set YAMNET_BEAM_SHARED to the folder holding "
+            "models/yamnet.tflite, models/yamnet_class_map.csv and fixtures/audio/."
+        )
+    return d
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _shared_dir()
+
+
+@pytest.fixture(scope="session")
+def model_path(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "yamnet.tflite"
+
+
+@pytest.fixture(scope="session")
+def class_map_path(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "yamnet_class_map.csv"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared_dir: Path) -> Path:
+    return shared_dir / "fixtures" / "audio"

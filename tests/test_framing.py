@@ -1,0 +1,95 @@
+"""Framing matches YAMNet: counts from the formula, timestamps from integer offsets, streams equal whole arrays."""
+
+import math
+
+import numpy as np
+import pytest
+
+from yamnet_beam import framing
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES
+
+CASES = [0, 1, 15599, 15600, 15601, 23280, 23281, 16000 * 3600 + 17]
+
+
+def reference_frames(x: np.ndarray, hop: int) -> list[np.ndarray]:
+    """Independent, loop-based framing straight from YAMNet's definition."""
+    n = len(x)
+    count = 1 + math.ceil(max(0, n - WINDOW_SAMPLES) / hop)
+    out = []
+    for i in range(count):
+        w = np.zeros(WINDOW_SAMPLES, np.float32)
+        chunk = x[i * hop : i * hop + WINDOW_SAMPLES]
+        w[: len(chunk)] = chunk
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize(
+    "n,expected",
+    [(0, 1), (1, 1), (15599, 1), (15600, 1), (15601, 2), (23280, 2), (23281, 3), (16000 * 3600 + 17, 7499)],
+)
+def test_num_frames_formula(n, expected):
+    assert framing.num_frames(n) == expected
+
+
+@pytest.mark.parametrize("n", CASES)
+def test_frame_times_from_integer_offsets(n):
+    count = framing.num_frames(n)
+    start, end = framing.frame_times(0, count)
+    i = count - 1
+    assert start[i] == i * HOP_SAMPLES / 16000  # exact, not accumulated floating point
+    assert np.all(end - start == pytest.approx(0.975))
+    assert np.all(np.diff(start) == pytest.approx(0.48))
+    # the last frame starts inside the audio (or at 0), so no frame is pure padding
+    assert start[-1] * 16000 < max(n, 1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15599, 15600, 15601, 23280, 23281, 100_000])
+@pytest.mark.parametrize("hop", [HOP_SAMPLES, 1600, WINDOW_SAMPLES])
+def test_frame_signal_matches_reference(n, hop):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ref = reference_frames(x, hop)
+    got = framing.frame_signal(x, hop)
+    assert got.shape == (len(ref), WINDOW_SAMPLES)
+    np.testing.assert_array_equal(got, np.stack(ref))
+
+
+@pytest.mark.parametrize("n", [0, 1, 15601, 23281, 250_000])
+@pytest.mark.parametrize("block", [7, 999, 7680, 160_000])
+@pytest.mark.parametrize("max_batch", [1, 5, 256])
+def test_stream_framer_equals_whole_signal(n, block, max_batch):
+    x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    batches = list(framing.frame_blocks((x[i : i + block] for i in range(0, n, block)), max_batch=max_batch))
+    # consecutive numbering: no frame lost or duplicated
+    firsts = [b.first_frame for b in batches]
+    assert firsts == list(np.cumsum([0] + [len(b) for b in batches])[:-1])
+    assert all(len(b) <= max_batch for b in batches)
+    np.testing.assert_array_equal(np.concatenate([b.frames for b in batches]), framing.frame_signal(x))
+
+
+def test_stream_framer_holds_bounded_audio():
+    framer = framing.StreamFramer()
+    block = np.ones(160_000, np.float32)
+    for _ in range(50):
+        list(framer.push(block))
+        assert len(framer._buf) < WINDOW_SAMPLES + HOP_SAMPLES  # never more than the unframed tail
+    assert framer.frames_emitted == (50 * 160_000 - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+
+
+@pytest.mark.parametrize(
+    "n,expected_last", [(0, 0), (1, 1), (15600, 15600), (15601, 15601 - HOP_SAMPLES), (23281, 23281 - 2 * HOP_SAMPLES)]
+)
+def test_valid_samples_marks_padding(n, expected_last):
+    count = framing.num_frames(n)
+    valid = framing.valid_samples(0, count, n)
+    assert valid[-1] == expected_last
+    assert np.all(valid[:-1] == WINDOW_SAMPLES)
+
+
+@pytest.mark.parametrize("hop_s,ok", [(0.48, True), (0.975, True), (0.01, True), (0, False), (-1, False), (1.0, False)])
+def test_hop_validation(hop_s, ok):
+    if ok:
+        assert framing.hop_samples_from_seconds(hop_s) == round(hop_s * 16000)
+    else:
+        with pytest.raises(ValueError, match="hop"):
+            framing.hop_samples_from_seconds(hop_s)

@@ -1,0 +1,141 @@
+"""YAMNet framing: 0.975 s windows every 0.48 s over 16 kHz mono audio.
+
+Kept exactly as YAMNet frames a waveform so that a row ``frame = i`` always means the audio
+``[i * hop, i * hop + window)`` samples, whichever way the audio reached the model (whole file,
+streamed blocks, or shards). Pure numpy, no Beam.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 15600  # 0.975 s
+HOP_SAMPLES = 7680  # 0.48 s
+WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
+
+
+def hop_samples_from_seconds(hop_seconds: float) -> int:
+    """Converts a hop in seconds to whole 16 kHz samples, rejecting hops that lose or repeat nothing sensible."""
+    hop = int(round(hop_seconds * SAMPLE_RATE))
+    if not 0 < hop <= WINDOW_SAMPLES:
+        raise ValueError(
+            f"hop_seconds={hop_seconds} gives a hop of {hop} samples; it must be > 0 and at most the "
+            f"window ({WINDOW_SECONDS} s), or frames would skip audio."
+        )
+    return hop
+
+
+def num_frames(n_samples: int, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES) -> int:
+    """``1 + ceil(max(0, n - window) / hop)``: YAMNet's count; audio shorter than a window still gets one padded frame."""
+    if n_samples < 0:
+        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    return 1 + math.ceil(max(0, n_samples - window) / hop)
+
+
+def frame_times(
+    first_frame: int, count: int, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end seconds of frames ``first_frame .. first_frame+count-1``, from integer sample offsets."""
+    offsets = (np.arange(first_frame, first_frame + count, dtype=np.int64)) * hop
+    start = offsets / SAMPLE_RATE
+    return start, (offsets + window) / SAMPLE_RATE
+
+
+def valid_samples(
+    first_frame: int, count: int, n_samples: int, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES
+) -> np.ndarray:
+    """How many real (non-padding) samples each frame holds; < window only for the padded tail."""
+    offsets = np.arange(first_frame, first_frame + count, dtype=np.int64) * hop
+    return np.clip(n_samples - offsets, 0, window).astype(np.int32)
+
+
+def frame_signal(x: np.ndarray, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES) -> np.ndarray:
+    """All frames of a whole 1-D signal as a ``[F, window]`` float32 array (last frame zero-padded)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = num_frames(len(x), hop, window)
+    padded = np.zeros((n - 1) * hop + window, dtype=np.float32)
+    padded[: len(x)] = x
+    return np.lib.stride_tricks.sliding_window_view(padded, window)[::hop].copy()
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive frames of one signal: ``frames[k]`` is frame number ``first_frame + k``."""
+
+    first_frame: int
+    frames: np.ndarray  # float32 [count, window]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+class StreamFramer:
+    """Frames a signal that arrives in blocks of any size, holding at most one window plus one block.
+
+    Yields the same frames as :func:`frame_signal` on the concatenated signal, in batches of at most
+    ``max_batch`` frames, so that memory stays flat however long the recording is.
+    """
+
+    def __init__(self, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES, max_batch: int = 256):
+        if not 0 < hop <= window:
+            raise ValueError(f"hop must be in (0, {window}], got {hop}")
+        self.hop, self.window, self.max_batch = hop, window, max_batch
+        self._buf = np.zeros(0, dtype=np.float32)  # samples from offset self._buf_start on
+        self._buf_start = 0
+        self._next_frame = 0
+        self.total_samples = 0
+
+    def _emit(self, final: bool) -> Iterator[FrameBatch]:
+        while True:
+            start = self._next_frame * self.hop - self._buf_start
+            available = len(self._buf) - start
+            if final:
+                # Everything still unframed: frames until the count formula says stop.
+                remaining = num_frames(self.total_samples, self.hop, self.window) - self._next_frame
+            else:
+                remaining = 0 if available < self.window else 1 + (available - self.window) // self.hop
+            count = min(remaining, self.max_batch)
+            if count <= 0:
+                break
+            need = start + (count - 1) * self.hop + self.window
+            buf = self._buf
+            if need > len(buf):
+                buf = np.concatenate([buf, np.zeros(need - len(buf), dtype=np.float32)])
+            view = np.lib.stride_tricks.sliding_window_view(buf[start:need], self.window)[:: self.hop]
+            yield FrameBatch(self._next_frame, np.ascontiguousarray(view, dtype=np.float32))
+            self._next_frame += count
+        # Drop samples no later frame needs.
+        keep_from = self._next_frame * self.hop - self._buf_start
+        if keep_from > 0:
+            self._buf = self._buf[keep_from:].copy()
+            self._buf_start += keep_from
+
+    def push(self, block: np.ndarray) -> Iterator[FrameBatch]:
+        """Adds samples and yields every frame that is now complete."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self.total_samples += len(block)
+        self._buf = np.concatenate([self._buf, block]) if len(self._buf) else block.copy()
+        yield from self._emit(final=False)
+
+    def finish(self) -> Iterator[FrameBatch]:
+        """Yields the remaining frames, the last one zero-padded (one frame even for empty input)."""
+        yield from self._emit(final=True)
+
+    @property
+    def frames_emitted(self) -> int:
+        return self._next_frame
+
+
+def frame_blocks(
+    blocks: Iterable[np.ndarray], hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES, max_batch: int = 256
+) -> Iterator[FrameBatch]:
+    """Convenience generator: frames an iterable of blocks with :class:`StreamFramer`."""
+    framer = StreamFramer(hop, window, max_batch)
+    for block in blocks:
+        yield from framer.push(block)
+    yield from framer.finish()

@@ -1,0 +1,157 @@
+"""The output tables' Arrow schemas and builders: the one place that says what a row is.
+
+Builders take contiguous numpy blocks and wrap them as Arrow arrays without per-row Python
+objects, so writing costs little next to inference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+NUM_CLASSES = 521
+EMBEDDING_DIM = 1024
+METADATA_KEY = b"yamnet_beam"
+EMBEDDING_DTYPES = ("float32", "float16")
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def frames_schema(
+    embedding_dtype: str = "float32",
+    num_classes: int = NUM_CLASSES,
+    embedding_dim: int = EMBEDDING_DIM,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Schema:
+    """One row per YAMNet frame (0.975 s window) of one file."""
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
+    schema = pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("frame", pa.int32(), nullable=False),
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),
+            # Real (non-padding) samples in the window: < 15600 only in a file's zero-padded last frame.
+            pa.field("valid_samples", pa.int32(), nullable=False),
+            pa.field("scores", pa.list_(pa.float32(), num_classes), nullable=False),
+            pa.field(
+                "embedding", pa.list_(pa.from_numpy_dtype(np.dtype(embedding_dtype)), embedding_dim), nullable=False
+            ),
+            pa.field("top_label", pa.string(), nullable=False),
+            pa.field("top_score", pa.float32(), nullable=False),
+        ]
+    )
+    return with_metadata(schema, metadata)
+
+
+FILES_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+        pa.field("error_kind", pa.string()),  # null when ok; a stable kind such as "corrupt"
+        pa.field("error", pa.string()),  # null when ok; a readable reason
+        pa.field("duration_s", pa.float64()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("decoder", pa.string()),
+        pa.field("frames", pa.int64(), nullable=False),  # rows written to frames/ for this file
+        pa.field("size_bytes", pa.int64()),
+    ]
+)
+
+
+def files_schema(metadata: Mapping[str, Any] | None = None) -> pa.Schema:
+    """One row per matched input, whatever became of it."""
+    return with_metadata(FILES_SCHEMA, metadata)
+
+
+def with_metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> pa.Schema:
+    """Stores run essentials (model SHA-256, framing, versions) as Parquet key-value metadata."""
+    if not metadata:
+        return schema
+    return schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()})
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The run essentials stored by :func:`with_metadata` (empty if absent)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _fixed_size_list(values: np.ndarray, dtype: np.dtype) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=dtype)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def frames_table(
+    schema: pa.Schema,
+    path: str,
+    first_frame: int,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    valid_samples: np.ndarray,
+    scores: np.ndarray,
+    embeddings: np.ndarray,
+    label_names: Sequence[str] | np.ndarray,
+) -> pa.Table:
+    """Builds the frames rows for consecutive frames of one file from ``[F, C]`` / ``[F, D]`` arrays."""
+    count = len(scores)
+    top = scores.argmax(axis=1)
+    names = np.asarray(label_names, dtype=object)
+    emb_type = np.float16 if schema.field("embedding").type.value_type == pa.float16() else np.float32
+    columns = [
+        pa.array([path] * count, pa.string()),
+        pa.array(np.arange(first_frame, first_frame + count, dtype=np.int32)),
+        pa.array(np.asarray(start_s, dtype=np.float64)),
+        pa.array(np.asarray(end_s, dtype=np.float64)),
+        pa.array(np.asarray(valid_samples, dtype=np.int32)),
+        _fixed_size_list(scores, np.float32),
+        _fixed_size_list(embeddings, emb_type),
+        pa.array(names[top], pa.string()),
+        pa.array(scores[np.arange(count), top].astype(np.float32)),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def file_row(
+    path: str,
+    *,
+    status: str,
+    frames: int = 0,
+    error_kind: str | None = None,
+    error: str | None = None,
+    duration_s: float | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    format: str | None = None,  # noqa: A002 - the column's name
+    decoder: str | None = None,
+    size_bytes: int | None = None,
+) -> dict[str, Any]:
+    """One files/ row as a plain dict (cheap to pickle between steps); :func:`files_table` batches them."""
+    if status not in (STATUS_OK, STATUS_ERROR):
+        raise ValueError(f"status must be ok or error, got {status!r}")
+    return {
+        "path": path,
+        "status": status,
+        "error_kind": error_kind,
+        "error": error,
+        "duration_s": duration_s,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "format": format,
+        "decoder": decoder,
+        "frames": frames,
+        "size_bytes": size_bytes,
+    }
+
+
+def files_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
+    """Batches files/ rows into one Arrow table of the declared schema."""
+    return pa.Table.from_pylist(list(rows), schema=schema)
