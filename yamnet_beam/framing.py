@@ -20,7 +20,7 @@ WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
 
 
 def hop_samples_from_seconds(hop_seconds: float) -> int:
-    """Converts a hop in seconds to whole 16 kHz samples, rejecting hops that lose or repeat nothing sensible."""
+    """Converts a hop in seconds to whole 16 kHz samples; a hop beyond the window would skip audio."""
     hop = int(round(hop_seconds * SAMPLE_RATE))
     if not 0 < hop <= WINDOW_SAMPLES:
         raise ValueError(

@@ -1,0 +1,204 @@
+"""Whole pipelines on the DirectRunner: every input once in files/, frames per the formula, real model numbers."""
+
+import json
+import math
+import shutil
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.fakes import FakeModelLoader
+from yamnet_beam import framing, schema
+from yamnet_beam.audio import decode_file
+from yamnet_beam.options import YamnetOptions
+from yamnet_beam.pipeline import OptionsError, build_pipeline, plan_run, run
+
+BAD_KINDS = {
+    "bad_empty.wav": "empty_file",
+    "bad_header_only.wav": None,  # kind checked in tests/test_audio.py; here: an error row with a reason
+    "bad_random.mp3": None,
+    "bad_text.wav": "unsupported_format",
+    "bad_truncated.flac": "corrupt",
+}
+SPEECH = [
+    "speech_16k_float32.wav",
+    "speech_22k_mono.wav",
+    "speech_44k.m4a",
+    "speech_44k_stereo.mp3",
+    "speech_48k.opus",
+    "speech_48k_stereo.flac",
+    "speech_8k_u8.wav",
+    "speech_96k_24bit.wav",
+]
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory, fixtures_dir):
+    """A copy of every fixture, plus a name with spaces and unicode, so paths in the tables are ours."""
+    d = tmp_path_factory.mktemp("audio")
+    for f in fixtures_dir.iterdir():
+        shutil.copy(f, d / f.name)
+    shutil.copy(fixtures_dir / "tone_1khz_16k.wav", d / "tône with space.wav")
+    return d
+
+
+def _argv(audio_dir, out, model_path, class_map_path, *extra):
+    return [
+        "--input",
+        str(audio_dir),
+        "--output",
+        str(out),
+        "--model",
+        str(model_path),
+        "--class_map",
+        str(class_map_path),
+        *extra,
+    ]
+
+
+def _expected_frames(path) -> int:
+    audio, _, _ = decode_file(str(path))
+    return framing.num_frames(len(audio))
+
+
+@pytest.fixture(scope="module")
+def inprocess_run(audio_dir, tmp_path_factory, model_path, class_map_path):
+    out = tmp_path_factory.mktemp("out") / "run"
+    summary = run(_argv(audio_dir, out, model_path, class_map_path, "--frames_per_batch", "16"))
+    return out, summary
+
+
+def test_every_input_once_with_status(inprocess_run, audio_dir):
+    out, summary = inprocess_run
+    files = pq.read_table(out / "files").to_pylist()
+    paths = sorted(r["path"] for r in files)
+    assert paths == sorted(str(p) for p in audio_dir.iterdir())
+    by_name = {r["path"].rsplit("/", 1)[1]: r for r in files}
+    for name, kind in BAD_KINDS.items():
+        row = by_name[name]
+        assert row["status"] == "error" and row["error"], row
+        if kind:
+            assert row["error_kind"] == kind
+    ok = [r for r in files if r["status"] == "ok"]
+    assert len(ok) == len(files) - len(BAD_KINDS)
+    assert summary.files_ok == len(ok) and summary.files_error == len(BAD_KINDS)
+    assert summary.files_matched == summary.files_ok + summary.files_error
+
+
+def test_frame_rows_follow_formula(inprocess_run, audio_dir):
+    out, summary = inprocess_run
+    frames = pq.read_table(out / "frames", columns=["path", "frame", "start_s", "valid_samples"])
+    files = {r["path"]: r for r in pq.read_table(out / "files").to_pylist()}
+    counts = {}
+    for path, frame in zip(frames.column("path").to_pylist(), frames.column("frame").to_pylist(), strict=True):
+        counts.setdefault(path, []).append(frame)
+    for path, row in files.items():
+        if row["status"] != "ok":
+            continue
+        expected = _expected_frames(path)
+        assert sorted(counts[path]) == list(range(expected)), path  # none lost, none duplicated
+        assert row["frames"] == expected
+    assert summary.frames == frames.num_rows
+
+
+def test_parquet_schema_metadata_and_side_files(inprocess_run, model_path):
+    out, _ = inprocess_run
+    for part in (out / "frames").glob("*.parquet"):
+        f = pq.ParquetFile(part)
+        assert f.schema_arrow.remove_metadata() == schema.frames_schema()
+        meta = schema.read_metadata(f.schema_arrow)
+        assert meta["model_sha256"] == "469be6a3421cbc52cf97e9f2f966cba984198e8e7af9854d68b3e3ebb1e04194"
+        assert meta["hop_samples"] == 7680
+        assert f.metadata.row_group(0).column(0).compression == "ZSTD"
+    for part in (out / "files").glob("*.parquet"):
+        assert pq.read_schema(part).remove_metadata() == schema.FILES_SCHEMA
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_sha256"].startswith("469be6a3")
+    assert manifest["counts"]["files_matched"] == manifest["counts"]["files_ok"] + manifest["counts"]["files_error"]
+    labels = (out / "labels.csv").read_text().splitlines()
+    assert labels[0] == "index,mid,display_name" and len(labels) == 522 and labels[1].endswith("Speech")
+
+
+@pytest.mark.parametrize("name", SPEECH)
+def test_speech_is_speech(inprocess_run, audio_dir, name):
+    out, _ = inprocess_run
+    t = pq.read_table(out / "frames", filters=[("path", "=", str(audio_dir / name))], columns=["scores"])
+    mean = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521).mean(axis=0)
+    assert mean.argmax() == 0  # index 0 of the AudioSet class map is "Speech"
+
+
+def test_multiprocessing_equals_inprocess(inprocess_run, audio_dir, tmp_path, model_path, class_map_path):
+    ref_out, _ = inprocess_run
+    out = tmp_path / "mp"
+    run(
+        _argv(
+            audio_dir,
+            out,
+            model_path,
+            class_map_path,
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        )
+    )
+    cols = ["path", "frame", "start_s", "scores", "embedding", "top_label"]
+    a = pq.read_table(ref_out / "frames", columns=cols).sort_by([("path", "ascending"), ("frame", "ascending")])
+    b = pq.read_table(out / "frames", columns=cols).sort_by([("path", "ascending"), ("frame", "ascending")])
+    assert a.num_rows == b.num_rows
+    assert a.column("path").to_pylist() == b.column("path").to_pylist()
+    # outputs are bit-identical across processes (NOTES: LiteRT/XNNPACK is deterministic per thread count)
+    for c in ("scores", "embedding"):
+        np.testing.assert_array_equal(
+            a.column(c).combine_chunks().flatten().to_numpy(), b.column(c).combine_chunks().flatten().to_numpy()
+        )
+    fa = pq.read_table(ref_out / "files").sort_by("path").to_pylist()
+    fb = pq.read_table(out / "files").sort_by("path").to_pylist()
+    assert fa == fb
+
+
+def test_testpipeline_with_fake_model(audio_dir, tmp_path, model_path, class_map_path):
+    """TestPipeline + assert_that on the PCollections, through the fake-model seam."""
+    opts = PipelineOptions(
+        _argv(audio_dir, tmp_path / "o", model_path, class_map_path, "--embedding_dtype", "float16")
+    ).view_as(YamnetOptions)
+    plan = plan_run(opts)
+    with TestPipeline() as p:
+        results = build_pipeline(p, plan, opts, model_loader=FakeModelLoader())
+        statuses = results["files"] | beam.Map(lambda r: (r["path"].rsplit("/", 1)[1], r["status"]))
+        expected = [(f.name, "error" if f.name.startswith("bad_") else "ok") for f in audio_dir.iterdir()]
+        assert_that(statuses, equal_to(expected))
+        rows = results["frames"] | beam.Map(lambda t: t.num_rows) | beam.CombineGlobally(sum)
+        total = sum(_expected_frames(f) for f in audio_dir.iterdir() if not f.name.startswith("bad_"))
+        assert_that(rows, equal_to([total]), label="FrameRows")
+    emb = pq.read_schema(next((tmp_path / "o" / "frames").glob("*.parquet"))).field("embedding").type
+    assert str(emb.value_type) == "halffloat"
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--hop_seconds", "0"], "hop"),
+        (["--hop_seconds", "1.5"], "hop"),
+        (["--model", "/nonexistent/yamnet.tflite"], "yamnet.tflite"),
+        (["--input", "/nonexistent/*.wav"], "/nonexistent/"),
+    ],
+)
+def test_bad_options_fail_before_work(audio_dir, tmp_path, model_path, class_map_path, extra, match):
+    with pytest.raises(ValueError, match=match):
+        run(_argv(audio_dir, tmp_path / "o", model_path, class_map_path) + extra)
+    assert not (tmp_path / "o" / "frames").exists()
+
+
+def test_existing_output_is_refused_then_overwritten(inprocess_run, audio_dir, tmp_path, model_path, class_map_path):
+    out = tmp_path / "again"
+    (out / "files").mkdir(parents=True)
+    (out / "files" / "stale.parquet").write_bytes(b"old")
+    with pytest.raises(OptionsError, match="--mode overwrite"):
+        run(_argv(fixtures := audio_dir / "tone_1khz_16k.wav", out, model_path, class_map_path))
+    summary = run(_argv(fixtures, out, model_path, class_map_path, "--mode", "overwrite"))
+    assert not (out / "files" / "stale.parquet").exists()
+    assert summary.files_ok == 1 and summary.frames == math.ceil((64000 - 15600) / 7680) + 1

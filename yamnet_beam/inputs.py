@@ -1,0 +1,125 @@
+"""Expands ``--input`` values (globs, directories, manifests, single files) into a list of audio URIs.
+
+Matching happens once, at pipeline construction, so that a pattern matching nothing stops the job
+before any worker starts, and so every matched input can be accounted for in ``files/``.
+Works on any fsspec filesystem (local, ``gs://``, ``s3://``, ``http(s)://``).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from yamnet_beam.audio import AUDIO_EXTENSIONS
+
+MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
+_GLOB_CHARS = set("*?[")
+
+
+class InputError(ValueError):
+    """An ``--input`` that cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One matched input. ``size_bytes`` is None when not known without an extra request (manifests)."""
+
+    path: str
+    size_bytes: int | None = None
+
+
+def _ext(path: str) -> str:
+    return posixpath.splitext(path.rstrip("/"))[1].lower()
+
+
+def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol not in ("file", "local")
+
+
+def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A stable, user-facing URI: plain absolute paths locally, protocol-prefixed URLs elsewhere."""
+    return fs.unstrip_protocol(path) if _is_remote(fs) else path
+
+
+def _size(info: dict) -> int | None:
+    size = info.get("size")
+    return int(size) if size is not None else None
+
+
+def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> list[InputFile]:
+    ext = _ext(path)
+    with fs.open(path, "rb") as f:
+        data = f.read()
+    if ext == ".txt":
+        entries = [line.strip() for line in data.decode("utf-8").splitlines()]
+        entries = [e for e in entries if e and not e.startswith("#")]
+    else:
+        try:
+            table = (
+                pq.read_table(io.BytesIO(data), columns=["path"])
+                if ext == ".parquet"
+                else pacsv.read_csv(io.BytesIO(data))
+            )
+        except Exception as e:  # pyarrow raises several types for bad files
+            raise InputError(f"Manifest {uri} could not be read as {ext[1:]}: {e}") from e
+        if "path" not in table.column_names:
+            raise InputError(f"Manifest {uri} has no 'path' column (columns: {table.column_names}).")
+        entries = [p for p in table.column("path").to_pylist() if p]
+    base = posixpath.dirname(path)
+    out = []
+    for entry in entries:
+        entry_fs, entry_path = fsspec.core.url_to_fs(entry) if "://" in entry else (fs, entry)
+        if "://" not in entry and not posixpath.isabs(entry):
+            entry_path = posixpath.join(base, entry)  # relative entries are relative to the manifest
+        out.append(InputFile(_uri(entry_fs, entry_path)))
+    return out
+
+
+def expand_input(pattern: str) -> list[InputFile]:
+    """Matches one ``--input`` value; raises :class:`InputError` if it matches no file."""
+    try:
+        fs, path = fsspec.core.url_to_fs(pattern)
+    except (ImportError, ValueError) as e:
+        raise InputError(f"--input {pattern!r}: {e}. Install the filesystem extra (e.g. yamnet-beam[gcp]).") from e
+    if _GLOB_CHARS & set(path):
+        found = fs.glob(path, detail=True)
+        files = [InputFile(_uri(fs, p), _size(i)) for p, i in sorted(found.items()) if i.get("type") != "directory"]
+    elif fs.isdir(path):
+        found = fs.find(path, detail=True)
+        files = [
+            InputFile(_uri(fs, p), _size(i))
+            for p, i in sorted(found.items())
+            if i.get("type") != "directory" and _ext(p) in AUDIO_EXTENSIONS
+        ]
+    elif fs.isfile(path):
+        if _ext(path) in MANIFEST_EXTENSIONS:
+            files = _read_manifest(fs, path, pattern)
+        else:
+            files = [InputFile(_uri(fs, path), _size(fs.info(path)))]
+    else:
+        raise InputError(f"--input {pattern!r} does not exist: no such file, directory or glob match.")
+    if not files:
+        raise InputError(
+            f"--input {pattern!r} matched no audio files "
+            f"(directories are searched recursively for {', '.join(sorted(AUDIO_EXTENSIONS))})."
+        )
+    return files
+
+
+def match_inputs(patterns: Sequence[str] | Iterable[str]) -> list[InputFile]:
+    """Expands every pattern, in order, dropping repeats so each file is processed (and reported) once."""
+    patterns = list(patterns)
+    if not patterns:
+        raise InputError("No --input given: pass a file, directory, glob or manifest (may be repeated).")
+    seen: dict[str, InputFile] = {}
+    for pattern in patterns:
+        for f in expand_input(pattern):
+            seen.setdefault(f.path, f)
+    return list(seen.values())

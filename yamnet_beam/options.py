@@ -1,0 +1,77 @@
+"""The job's options: one ``PipelineOptions`` subclass, so every flag works on every runner."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
+from yamnet_beam.schema import EMBEDDING_DTYPES
+
+
+class YamnetOptions(PipelineOptions):
+    """Options of ``yamnet-beam run``; any other Beam option (``--runner``, ``--project`` ...) passes through."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input",
+            action="append",
+            default=None,
+            help="Audio to process: a file, a directory (recursed), a glob (with **), or a manifest "
+            "(.txt one URI per line; .csv/.parquet with a 'path' column). Local or any fsspec URL. Repeatable.",
+        )
+        parser.add_argument("--output", default=None, help="Output directory (local or fsspec URL).")
+        parser.add_argument(
+            "--model",
+            default=None,
+            help="YAMNet .tflite (path or URL). Default: $YAMNET_BEAM_MODEL, then models/yamnet.tflite "
+            "(fetched by `yamnet-beam download-model`).",
+        )
+        parser.add_argument(
+            "--class_map",
+            default=None,
+            help="CSV index,mid,display_name; used when the model carries no label file. "
+            "Default: $YAMNET_BEAM_CLASS_MAP, then next to the model.",
+        )
+        parser.add_argument(
+            "--hop_seconds",
+            type=float,
+            default=HOP_SAMPLES / SAMPLE_RATE,
+            help="Frame hop in seconds (YAMNet: 0.48). Must be > 0 and <= 0.975.",
+        )
+        parser.add_argument(
+            "--embedding_dtype",
+            choices=EMBEDDING_DTYPES,
+            default="float32",
+            help="Storage type of the 1024-D embedding; float16 halves it.",
+        )
+        parser.add_argument(
+            "--block_seconds",
+            type=float,
+            default=10.0,
+            help="Decode block length; bounds memory per file (default 10 s).",
+        )
+        parser.add_argument(
+            "--frames_per_batch",
+            type=int,
+            default=256,
+            help="Frames per model call batch and per emitted Arrow batch.",
+        )
+        parser.add_argument(
+            "--row_group_rows",
+            type=int,
+            default=4096,
+            help="Target rows per Parquet row group of the frames table.",
+        )
+        parser.add_argument(
+            "--mode",
+            choices=("error", "overwrite"),
+            default="error",
+            help="What to do when --output already holds results: refuse (default) or replace them.",
+        )
+        parser.add_argument(
+            "--num_shards",
+            type=int,
+            default=0,
+            help="Output shards per table (0: let the runner decide).",
+        )
