@@ -31,7 +31,7 @@ def hop_samples_from_seconds(hop_seconds: float) -> int:
 
 
 def num_frames(n_samples: int, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES) -> int:
-    """``1 + ceil(max(0, n - window) / hop)``: YAMNet's count; audio shorter than a window still gets one padded frame."""
+    """``1 + ceil(max(0, n - window) / hop)``, as YAMNet counts: audio shorter than a window gets one padded frame."""
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
     return 1 + math.ceil(max(0, n_samples - window) / hop)
