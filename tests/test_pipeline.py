@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.fakes import FakeModelLoader
@@ -166,7 +166,7 @@ def test_testpipeline_with_fake_model(audio_dir, tmp_path, model_path, class_map
         _argv(audio_dir, tmp_path / "o", model_path, class_map_path, "--embedding_dtype", "float16")
     ).view_as(YamnetOptions)
     plan = plan_run(opts)
-    with TestPipeline() as p:
+    with beam_test_pipeline.TestPipeline() as p:
         results = build_pipeline(p, plan, opts, model_loader=FakeModelLoader())
         statuses = results["files"] | beam.Map(lambda r: (r["path"].rsplit("/", 1)[1], r["status"]))
         expected = [(f.name, "error" if f.name.startswith("bad_") else "ok") for f in audio_dir.iterdir()]
@@ -202,3 +202,20 @@ def test_existing_output_is_refused_then_overwritten(inprocess_run, audio_dir, t
     summary = run(_argv(fixtures, out, model_path, class_map_path, "--mode", "overwrite"))
     assert not (out / "files" / "stale.parquet").exists()
     assert summary.files_ok == 1 and summary.frames == math.ceil((64000 - 15600) / 7680) + 1
+
+
+def test_readme_queries_run_on_real_output(inprocess_run):
+    """Every SQL statement in the README's "Query it" section runs on a real output and finds rows."""
+    import re
+    from pathlib import Path
+
+    import duckdb
+
+    out, _ = inprocess_run
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
+    statements = [s.strip() for b in blocks for s in b.split(";") if s.strip()]
+    assert len(statements) >= 3
+    for sql in statements:
+        rows = duckdb.sql(sql.replace("'out/", f"'{out}/")).fetchall()
+        assert rows, sql

@@ -8,6 +8,10 @@ from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
 from yamnet_beam.schema import EMBEDDING_DTYPES
 
 
+class OptionsError(ValueError):
+    """A bad option or environment found before any work started; the message says what to do."""
+
+
 class YamnetOptions(PipelineOptions):
     """Options of ``yamnet-beam run``; any other Beam option (``--runner``, ``--project`` ...) passes through."""
 

@@ -27,14 +27,10 @@ from yamnet_beam.download import default_class_map_uri, default_model_uri
 from yamnet_beam.inputs import InputFile, match_inputs
 from yamnet_beam.labels import Labels, resolve_labels, write_labels_csv
 from yamnet_beam.model import ModelInfo, inspect_model, read_model_bytes
-from yamnet_beam.options import YamnetOptions
+from yamnet_beam.options import OptionsError, YamnetOptions
 from yamnet_beam.transforms import EmbedAudioFiles, ModelLoader, WriteFileStatus, WriteFrames
 
 _LOG = logging.getLogger(__name__)
-
-
-class OptionsError(ValueError):
-    """A bad option or environment found before any work started; the message says what to do."""
 
 
 @dataclass

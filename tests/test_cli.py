@@ -1,0 +1,84 @@
+"""The yamnet-beam command: run prints a summary, user errors exit 2 with one readable line."""
+
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from yamnet_beam.cli import main
+
+
+@pytest.fixture
+def small_dir(tmp_path, fixtures_dir):
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ["tone_1khz_16k.wav", "speech_48k_stereo.flac", "bad_text.wav"]:
+        shutil.copy(fixtures_dir / name, d / name)
+    return d
+
+
+def test_run_prints_summary_and_output_is_queryable(small_dir, tmp_path, model_path, class_map_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "--input", str(small_dir), "--output", str(out), "--model", str(model_path)]
+    assert main([*argv, "--class_map", str(class_map_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 files matched, 2 ok, 1 error (unsupported_format: 1)" in printed
+    assert "realtime" in printed and "h audio" in printed
+    # the README's DuckDB example, verbatim in spirit: top labels per file straight from Parquet
+    rows = duckdb.sql(
+        f"SELECT path, top_label, count(*) AS n FROM '{out}/frames/*.parquet' GROUP BY ALL ORDER BY path, n DESC"
+    ).fetchall()
+    top = {}
+    for path, label, _ in rows:
+        top.setdefault(path.rsplit("/", 1)[1], label)
+    assert top["speech_48k_stereo.flac"] == "Speech"
+    assert top["tone_1khz_16k.wav"] in {"Sine wave", "Beep, bleep"}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--output", "X"], "No --input"),
+        (["run", "--input", "/nonexistent/*.flac", "--output", "X"], "/nonexistent/"),
+        (["run", "--input", "IN", "--output", "X", "--model", "/nope.tflite"], "/nope.tflite"),
+        (["run", "--input", "IN", "--output", "X", "--hop_seconds", "-1"], "hop"),
+    ],
+)
+def test_user_errors_exit_2_with_reason(argv, message, small_dir, tmp_path, model_path, capsys):
+    argv = [a.replace("IN", str(small_dir)).replace("X", str(tmp_path / "o")) for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", str(model_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("yamnet-beam: error:") and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_help_lists_options(capsys):
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--input", "--output", "--model", "--class_map", "--hop_seconds", "--embedding_dtype"):
+        assert flag in text
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("yamnet-beam")
+    assert exe, "the package is not installed: pip install -e '.[dev]'"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "download-model" in res.stdout and "run" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "yamnet_beam.cli", "run", "--help"], capture_output=True, text=True)
+    assert "--input" in res.stdout
+
+
+def test_demo_makes_audio_runs_and_shows_labels(tmp_path, model_path, monkeypatch, capsys):
+    """The README's first command, minus the install and the one-time download (the model is given)."""
+    monkeypatch.setenv("YAMNET_BEAM_MODEL", str(model_path))  # its class map is found beside it
+    out = tmp_path / "demo_out"
+    assert main(["demo", "--audio_dir", str(tmp_path / "demo_audio"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "5 files matched, 5 ok, 0 error" in printed
+    for name, label in [("sine_250hz_16k.wav", "Sine wave"), ("siren_48k.ogg", "Siren"), ("chime_22k.wav", "Ding")]:
+        assert any(line.split()[:1] == [name] and label in line for line in printed.splitlines()), (name, printed)
+    assert (out / "manifest.json").is_file()
