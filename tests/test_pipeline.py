@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+import warnings
 
 import apache_beam as beam
 import numpy as np
@@ -219,3 +220,57 @@ def test_readme_queries_run_on_real_output(inprocess_run):
     for sql in statements:
         rows = duckdb.sql(sql.replace("'out/", f"'{out}/")).fetchall()
         assert rows, sql
+
+
+@pytest.fixture(scope="module")
+def reference_interpreter(model_path):
+    """A plain LiteRT interpreter on the unmodified model; preserve_all_tensors (debug-only, never used by the
+    package) lets it read the embedding tensor directly, independently of our flatbuffer rewrite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "for debugging purposes only": that is what this is
+        interp = Interpreter(model_path=str(model_path), num_threads=1, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    names = {d["name"]: d["index"] for d in interp.get_tensor_details()}
+    emb = names["yamnet_frames/global_average_pooling2d/Mean"]
+    inp = interp.get_input_details()[0]["index"]
+    out = next(d["index"] for d in interp.get_output_details() if tuple(d["shape"]) == (1, 521))
+
+    def call(frames):
+        scores, embs = [], []
+        for frame in frames:
+            interp.set_tensor(inp, frame[None, :])
+            interp.invoke()
+            scores.append(interp.get_tensor(out).reshape(-1).copy())
+            embs.append(interp.get_tensor(emb).reshape(-1).copy())
+        return np.stack(scores), np.stack(embs)
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        set(SPEECH)
+        | {
+            "tone_1khz_16k.wav",
+            "tone_48k_6ch.wav",
+            "noise_44k_stereo.ogg",
+            "sweep_22k.flac",
+            "short_0.3s_16k.wav",
+            "exact_one_frame_16k.wav",
+            "silence_10s_16k.wav",
+        }
+    ),
+)
+def test_pipeline_equals_direct_interpreter(inprocess_run, audio_dir, reference_interpreter, name):
+    out, _ = inprocess_run
+    path = audio_dir / name
+    t = pq.read_table(out / "frames", filters=[("path", "=", str(path))]).sort_by("frame")
+    audio, _, _ = decode_file(str(path))
+    ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio))
+    scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
+    emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
