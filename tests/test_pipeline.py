@@ -168,13 +168,15 @@ def test_testpipeline_with_fake_model(audio_dir, tmp_path, model_path, class_map
     ).view_as(YamnetOptions)
     plan = plan_run(opts)
     with beam_test_pipeline.TestPipeline() as p:
-        results = build_pipeline(p, plan, opts, model_loader=FakeModelLoader())
-        statuses = results["files"] | beam.Map(lambda r: (r["path"].rsplit("/", 1)[1], r["status"]))
+        rows = build_pipeline(p, plan, opts, model_loader=FakeModelLoader())
+        statuses = rows | beam.Map(lambda r: (r["path"].rsplit("/", 1)[1], r["status"]))
         expected = [(f.name, "error" if f.name.startswith("bad_") else "ok") for f in audio_dir.iterdir()]
         assert_that(statuses, equal_to(expected))
-        rows = results["frames"] | beam.Map(lambda t: t.num_rows) | beam.CombineGlobally(sum)
         total = sum(_expected_frames(f) for f in audio_dir.iterdir() if not f.name.startswith("bad_"))
-        assert_that(rows, equal_to([total]), label="FrameRows")
+        frames = rows | beam.Map(lambda r: r["frames"] if r["status"] == "ok" else 0) | beam.CombineGlobally(sum)
+        assert_that(frames, equal_to([total]), label="FrameRows")
+    ok_rows = pq.read_table(tmp_path / "o" / "frames").num_rows
+    assert ok_rows == total
     emb = pq.read_schema(next((tmp_path / "o" / "frames").glob("*.parquet"))).field("embedding").type
     assert str(emb.value_type) == "halffloat"
 

@@ -4,37 +4,47 @@ import pickle
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from apache_beam.pvalue import TaggedOutput
 
 from tests.fakes import FakeModel, FakeModelLoader
 from yamnet_beam import framing, schema
 from yamnet_beam.audio import decode_file
 from yamnet_beam.inputs import InputFile
-from yamnet_beam.transforms import FILES_TAG, ModelLoader, _ConcatTablesFn, _EmbedAudioFn
+from yamnet_beam.parts import Part
+from yamnet_beam.transforms import EmbedSettings, ModelLoader, _EmbedPartFn
 
 LABELS = [f"class{i}" for i in range(521)]
 
 
-def _run_fn(fn, path, size=None):
-    frames, files = [], []
-    for out in fn.process(InputFile(str(path), size)):
-        if isinstance(out, TaggedOutput):
-            assert out.tag == FILES_TAG
-            files.append(out.value)
-        else:
-            frames.append(out)
-    return frames, files
-
-
-def _fn(loader=None, **kw):
-    fn = _EmbedAudioFn(loader or FakeModelLoader(), LABELS, schema.frames_schema(), **kw)
+def _fn(out, loader=None, **kw):
+    fn = _EmbedPartFn(
+        loader or FakeModelLoader(),
+        LABELS,
+        schema.frames_schema(metadata={"k": "v"}),
+        schema.files_schema(),
+        str(out),
+        EmbedSettings(fingerprint="fp", **kw),
+    )
     fn.setup()
     return fn
 
 
-def test_dofn_pickles_without_model_state():
-    fn = _EmbedAudioFn(ModelLoader("/nonexistent/model.tflite"), LABELS, schema.frames_schema())
+def _run_fn(fn, out, *paths, part_id="p1"):
+    """Drives process() on one part and reads back what it committed."""
+    rows = list(fn.process(Part(part_id, tuple(InputFile(str(p)) for p in paths))))
+    frames_file = out / "frames" / f"part-{part_id}.parquet"
+    frames = pq.read_table(frames_file) if frames_file.exists() else None
+    files = pq.read_table(out / "files" / f"part-{part_id}.parquet").to_pylist()
+    assert files == rows  # what is yielded is what was committed
+    return frames, rows
+
+
+def test_dofn_pickles_without_model_state(tmp_path):
+    fn = _EmbedPartFn(
+        ModelLoader("/nonexistent/model.tflite"), LABELS, schema.frames_schema(), schema.files_schema(), str(tmp_path),
+        EmbedSettings(),
+    )
     clone = pickle.loads(pickle.dumps(fn))  # nothing heavy is built before setup()
     assert clone._model is None and clone._model_loader.uri == "/nonexistent/model.tflite"
 
@@ -42,15 +52,15 @@ def test_dofn_pickles_without_model_state():
 @pytest.mark.parametrize(
     "name", ["speech_22k_mono.wav", "speech_48k_stereo.flac", "short_0.3s_16k.wav", "exact_one_frame_16k.wav"]
 )
-def test_ok_file_frames_follow_formula_and_model(fixtures_dir, name):
+def test_ok_file_frames_follow_formula_and_model(fixtures_dir, tmp_path, name):
     path = fixtures_dir / name
-    fn = _fn(frames_per_batch=7)
-    frames, files = _run_fn(fn, path, size=path.stat().st_size)
+    fn = _fn(tmp_path, frames_per_batch=7, row_group_rows=10)
+    table, files = _run_fn(fn, tmp_path, path)
     audio, info, duration = decode_file(str(path))
     expected = framing.num_frames(len(audio))
-    table = pa.concat_tables(frames)
     assert table.column("frame").to_pylist() == list(range(expected))
-    assert all(t.num_rows <= 7 for t in frames)
+    meta = pq.ParquetFile(tmp_path / "frames" / "part-p1.parquet").metadata
+    assert all(meta.row_group(i).num_rows <= 10 + 7 for i in range(meta.num_row_groups))
     # independent expectation: the fake model on frames cut from the whole decoded file
     ref_scores, ref_emb = FakeModel().predict(framing.frame_signal(audio))
     got_scores = table.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
@@ -64,7 +74,9 @@ def test_ok_file_frames_follow_formula_and_model(fixtures_dir, name):
     assert row["frames"] == expected
     assert row["sample_rate"] == info.sample_rate and row["channels"] == info.channels
     assert row["duration_s"] == pytest.approx(duration)
-    assert row["size_bytes"] == path.stat().st_size
+    assert row["size_bytes"] == path.stat().st_size and row["mtime"] == path.stat().st_mtime
+    assert row["fingerprint"] == "fp" and row["part"] == "p1"
+    assert (row["warning"] is not None) == (len(audio) < framing.WINDOW_SAMPLES)
 
 
 @pytest.mark.parametrize(
@@ -75,39 +87,62 @@ def test_ok_file_frames_follow_formula_and_model(fixtures_dir, name):
         ("bad_truncated.flac", "corrupt"),
     ],
 )
-def test_bad_file_becomes_error_row(fixtures_dir, name, kind):
-    frames, files = _run_fn(_fn(), fixtures_dir / name)
+def test_bad_file_becomes_error_row(fixtures_dir, tmp_path, name, kind):
+    frames, files = _run_fn(_fn(tmp_path), tmp_path, fixtures_dir / name)
     [row] = files
     assert row["status"] == "error" and row["error_kind"] == kind
     assert name in row["error"]  # the reason names the file
-    assert row["frames"] == sum(t.num_rows for t in frames)
+    assert row["frames"] == (frames.num_rows if frames is not None else 0)
     assert row["size_bytes"] == (fixtures_dir / name).stat().st_size  # filled in when matching did not know it
 
 
 def test_missing_file_is_io_error(tmp_path):
-    _, [row] = _run_fn(_fn(), tmp_path / "gone.wav")
+    _, [row] = _run_fn(_fn(tmp_path), tmp_path, tmp_path / "gone.wav")
     assert row["status"] == "error" and row["error_kind"] == "io_error"
 
 
-def test_model_failure_still_yields_a_row(fixtures_dir):
+def test_part_with_good_and_bad_files_commits_all_rows(fixtures_dir, tmp_path):
+    names = ["tone_1khz_16k.wav", "bad_text.wav", "short_0.3s_16k.wav"]
+    frames, rows = _run_fn(_fn(tmp_path), tmp_path, *(fixtures_dir / n for n in names))
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert frames.num_rows == sum(r["frames"] for r in rows)
+    assert not list((tmp_path / "_tmp").iterdir())  # no temp file left behind
+
+
+def test_failed_part_commits_nothing(fixtures_dir, tmp_path):
+    """A part that dies mid-way (worker crash, retry) leaves no file a reader would pick up."""
+
+    class Dies(FakeModelLoader):
+        def load(self):
+            model = FakeModel()
+            model.predict = lambda frames: (_ for _ in ()).throw(KeyboardInterrupt())
+            return model
+
+    fn = _fn(tmp_path, Dies())
+    with pytest.raises(KeyboardInterrupt):
+        list(fn.process(Part("p9", (InputFile(str(fixtures_dir / "tone_1khz_16k.wav")),))))
+    assert not (tmp_path / "files").exists() and not (tmp_path / "frames").exists()
+    assert not list((tmp_path / "_tmp").glob("*.parquet"))
+
+
+def test_model_failure_still_yields_a_row(fixtures_dir, tmp_path):
     class Broken(FakeModelLoader):
         def load(self):
             model = FakeModel()
             model.predict = lambda frames: (_ for _ in ()).throw(RuntimeError("interpreter exploded"))
             return model
 
-    _, [row] = _run_fn(_fn(Broken()), fixtures_dir / "tone_1khz_16k.wav")
+    _, [row] = _run_fn(_fn(tmp_path, Broken()), tmp_path, fixtures_dir / "tone_1khz_16k.wav")
     assert row["status"] == "error" and row["error_kind"] == "internal"
     assert "interpreter exploded" in row["error"]
 
 
-def test_real_model_equals_direct_interpreter(fixtures_dir, model_path):
+def test_real_model_equals_direct_interpreter(fixtures_dir, model_path, tmp_path):
     """Pipeline numbers equal a plain LiteRT call on the same 16 kHz frames (embedding exposed by rewrite)."""
     from ai_edge_litert.interpreter import Interpreter
 
     path = fixtures_dir / "speech_16k_float32.wav"
-    frames, _ = _run_fn(_fn(ModelLoader(str(model_path)), frames_per_batch=5), path)
-    table = pa.concat_tables(frames)
+    table, _ = _run_fn(_fn(tmp_path, ModelLoader(str(model_path)), frames_per_batch=5), tmp_path, path)
     audio, _, _ = decode_file(str(path))
     interp = Interpreter(model_path=str(model_path), num_threads=1)
     interp.allocate_tensors()
@@ -121,13 +156,3 @@ def test_real_model_equals_direct_interpreter(fixtures_dir, model_path):
     got = table.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
     np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
     assert table.column("top_label").to_pylist() == [LABELS[i] for i in np.stack(expected).argmax(axis=1)]
-
-
-def test_concat_tables_fn_rebatches_without_losing_rows():
-    fn = _ConcatTablesFn(target_rows=10)
-    fn.start_bundle()
-    tables = [pa.table({"x": list(range(i, i + 4))}) for i in range(0, 40, 4)]
-    out = [t for table in tables for t in fn.process(table)]
-    out += [wv.value for wv in fn.finish_bundle()]
-    assert [t.num_rows for t in out] == [12, 12, 12, 4]
-    assert pa.concat_tables(out).column("x").to_pylist() == list(range(40))

@@ -8,6 +8,10 @@ first because it is the fastest decoder for WAV/FLAC/Ogg/Opus/MP3; anything it c
 resampler is slow. Every failure becomes an :class:`AudioDecodeError` whose ``kind`` is one of
 :data:`ERROR_KINDS`, so a pipeline can record it as a row instead of crashing.
 
+Decoding runs in a background thread a couple of blocks ahead of the consumer: it overlaps with
+model inference, and it lets a per-file ``timeout_s`` turn a decoder that hangs (a stalled network
+read, a pathological file) into a ``timeout`` error instead of a stuck worker.
+
 No Apache Beam import here: the module is meant to be usable from a notebook.
 """
 
@@ -15,7 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -33,6 +42,7 @@ __all__ = [
     "AudioInfo",
     "AudioStream",
     "decode_file",
+    "display_path",
     "downmix",
     "open_audio",
 ]
@@ -55,7 +65,9 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 )  # fmt: skip
 
 #: Values of :attr:`AudioDecodeError.kind`.
-ERROR_KINDS: frozenset[str] = frozenset({"empty_file", "unsupported_format", "corrupt", "io_error", "no_audio"})
+ERROR_KINDS: frozenset[str] = frozenset(
+    {"empty_file", "unsupported_format", "corrupt", "io_error", "no_audio", "timeout", "too_long"}
+)
 
 _RESAMPLE_QUALITIES = frozenset({"QQ", "LQ", "MQ", "HQ", "VHQ"})
 _AV_HINT = 'install PyAV for more formats: pip install "yamnet-beam[av]"'
@@ -63,6 +75,12 @@ _AV_HINT = 'install PyAV for more formats: pip install "yamnet-beam[av]"'
 # regular file") is what it says for unrecognisable bytes opened by path, e.g. random data
 # named .mp3; we only open file objects (code 1) but map both the same way.
 _SF_UNRECOGNISED_CODES = frozenset({1, 7})
+# Background decoding: blocks decoded ahead of the consumer (bounds memory to ~2 blocks), how
+# often a thread waiting to queue a block checks that the consumer is still there, and how long
+# close() waits for the thread to finish the block it is decoding.
+_QUEUE_BLOCKS = 2
+_PUT_POLL_S = 0.05
+_JOIN_TIMEOUT_S = 10.0
 
 
 class AudioDecodeError(Exception):
@@ -70,7 +88,9 @@ class AudioDecodeError(Exception):
 
     kinds: ``empty_file`` (0 bytes), ``unsupported_format`` (no available decoder can open it),
     ``corrupt`` (opened, or recognised, but its header or data is damaged), ``io_error``
-    (missing file, permission, network) and ``no_audio`` (decodes to zero samples).
+    (missing file, permission denied, network), ``no_audio`` (decodes to zero samples),
+    ``timeout`` (decoding exceeded the per-file time limit) and ``too_long`` (longer than
+    ``max_duration_s``; raised after the blocks of the first ``max_duration_s`` seconds).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -93,6 +113,19 @@ class AudioInfo:
     channels: int
     format: str  # "WAV/PCM_16", "FLAC/PCM_24", "OGG/OPUS", "mov,mp4,m4a,3gp,3g2,mj2/aac", ...
     decoder: str  # "soundfile" or "pyav"
+
+
+def display_path(path: str) -> str:
+    """``path`` as valid UTF-8 text for tables and messages.
+
+    On Linux a file name is bytes; Python hands non-UTF-8 names over as ``str`` with surrogate
+    escapes (``b"caf\\xe9.wav"`` -> ``"caf\\udce9.wav"``), which opens fine but cannot be written
+    to Parquet or printed. Such bytes are shown as ``\\xe9``; valid names are returned unchanged.
+    """
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that no file system name produced
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def downmix(x: np.ndarray) -> np.ndarray:
@@ -167,17 +200,11 @@ def _frame_to_float(frame: Any) -> np.ndarray:
     return y
 
 
-class AudioStream:
-    """An open audio file yielding 16 kHz mono float32 blocks; use as a context manager.
+class _Source:
+    """The decoder proper: owns the file object and libsndfile/PyAV handle, yields 16 kHz blocks.
 
-    Attributes:
-        info: source sample rate, channels, format and decoder.
-        source_samples: source-rate samples (per channel) decoded so far; the file's length once
-            :meth:`blocks` is exhausted.
-        output_samples: 16 kHz samples yielded so far.
-        nonfinite_samples: NaN/Inf values (counted per channel) found in the decoded data, e.g.
-            in float WAVs. They are replaced by 0 before downmixing so one bad value cannot
-            poison the resampler's output around it.
+    Everything it touches (file, decoder, resampler) is used by one thread only: the background
+    decode thread, or the caller's thread when decoding inline.
     """
 
     def __init__(
@@ -188,11 +215,13 @@ class AudioStream:
         *,
         block_seconds: float,
         resample_quality: str,
+        max_duration_s: float | None = None,
         sf_file: soundfile.SoundFile | None = None,
         av_container: Any = None,
         av_frames: Iterator[Any] | None = None,
     ) -> None:
         self.uri = uri
+        self.name = display_path(uri)
         self.info = info
         self.source_samples = 0
         self.output_samples = 0
@@ -203,21 +232,18 @@ class AudioStream:
         self._av_frames = av_frames
         self._block = max(1, round(block_seconds * info.sample_rate))
         self._quality = resample_quality
-        self._started = False
+        self._max_duration_s = max_duration_s
+        self._limit = None if max_duration_s is None else math.floor(max_duration_s * info.sample_rate)
+        self._too_long = False
 
     @property
     def duration_s(self) -> float:
-        """Seconds decoded so far (the file's duration once :meth:`blocks` is exhausted)."""
         return self.source_samples / self.info.sample_rate
 
-    def __enter__(self) -> AudioStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def progress(self) -> tuple[int, int, int]:
+        return (self.source_samples, self.output_samples, self.nonfinite_samples)
 
     def close(self) -> None:
-        """Release the decoder and the underlying file; safe to call twice."""
         for obj in (self._sf, self._container, self._file):
             if obj is not None:
                 # Closing must never mask the error that made us close.
@@ -226,21 +252,7 @@ class AudioStream:
         self._sf = self._container = self._file = None
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """Yield float32 mono 16 kHz blocks of about ``block_seconds`` each (the last may be short).
-
-        The resampler is flushed at the end, so the concatenated blocks equal a whole-array
-        ``soxr.resample`` of the downmixed file. Can be iterated once.
-
-        Raises:
-            AudioDecodeError: ``corrupt`` if decoding fails part-way (possibly after blocks were
-                already yielded), ``io_error`` if reading fails, ``no_audio`` for zero samples.
-        """
-        if self._started:
-            raise RuntimeError("AudioStream.blocks() can only be iterated once")
-        self._started = True
-        return self._resampled(self._guarded(self._source_blocks()))
-
-    # -- internals ---------------------------------------------------------------------------
+        return self._resampled(self._limited(self._guarded(self._source_blocks())))
 
     def _resampled(self, mono_blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         rate = self.info.sample_rate
@@ -254,13 +266,33 @@ class AudioStream:
             if out.size:
                 self.output_samples += out.size
                 yield out
-        if self.source_samples == 0:
-            raise AudioDecodeError("no_audio", f"{self.uri}: file contains no audio samples")
-        if resampler is not None:
+        if self.source_samples == 0 and not self._too_long:
+            raise AudioDecodeError("no_audio", f"{self.name}: file contains no audio samples")
+        if resampler is not None and self.source_samples:
             out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if out.size:
                 self.output_samples += out.size
                 yield out
+        if self._too_long:
+            raise AudioDecodeError(
+                "too_long",
+                f"{self.name}: longer than --max_duration_s={self._max_duration_s:g}; "
+                f"the first {self.duration_s:.1f} s were processed",
+            )
+
+    def _limited(self, mono_blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Count source samples and stop at ``max_duration_s``, noting whether audio remained."""
+        limit = self._limit
+        for mono in mono_blocks:
+            if limit is not None and self.source_samples + len(mono) > limit:
+                keep = limit - self.source_samples
+                if keep > 0:
+                    self.source_samples += keep
+                    yield mono[:keep]
+                self._too_long = True
+                return
+            self.source_samples += len(mono)
+            yield mono
 
     def _guarded(self, source: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """Translate decoder errors raised mid-stream into AudioDecodeError."""
@@ -279,7 +311,7 @@ class AudioStream:
                 if isinstance(e, OSError):  # the file object failed: network, permissions
                     raise AudioDecodeError(
                         "io_error",
-                        f"{self.uri}: read failed after {self.duration_s:.1f} s: {e}",
+                        f"{self.name}: read failed after {self.duration_s:.1f} s: {_io_reason(e)}",
                     ) from e
                 raise
             yield block
@@ -287,12 +319,12 @@ class AudioStream:
     def _corrupt(self, reason: str) -> AudioDecodeError:
         return AudioDecodeError(
             "corrupt",
-            f"{self.uri}: decode failed after {self.duration_s:.1f} s: {reason}",
+            f"{self.name}: decode failed after {self.duration_s:.1f} s: {reason}",
         )
 
     def _fix_nonfinite(self, x: np.ndarray) -> np.ndarray:
-        """Zero NaN/Inf values (in place when possible) and count them."""
-        # A sum is a cheap screen; count and zero only when something is off.
+        """Zero NaN/Inf values (in place when possible) and count them, one per value."""
+        # A sum is a cheap screen (any NaN/Inf makes it non-finite); count and zero only then.
         if np.isfinite(x.sum()):
             return x
         bad = x.size - int(np.count_nonzero(np.isfinite(x)))
@@ -316,10 +348,8 @@ class AudioStream:
         buf = np.empty((self._block, sf.channels), dtype=np.float32)
         while True:
             x = sf.read(self._block, dtype="float32", always_2d=True, out=buf)
-            n = len(x)
-            if n == 0:
+            if len(x) == 0:
                 return
-            self.source_samples += n
             yield downmix(self._fix_nonfinite(x))  # always a fresh array, so reusing buf is safe
 
     def _av_blocks(self) -> Iterator[np.ndarray]:
@@ -335,7 +365,6 @@ class AudioStream:
             if len(x) == 0:
                 continue
             mono = downmix(self._fix_nonfinite(x))
-            self.source_samples += len(mono)
             pending.append(mono)
             have += len(mono)
             while have >= self._block:
@@ -348,66 +377,308 @@ class AudioStream:
             yield np.concatenate(pending)
 
 
+class _Worker:
+    """Runs ``open_source()`` and then the source's blocks in a daemon thread, feeding a bounded queue.
+
+    A daemon because a decoder stuck in a read cannot be killed from Python: on a timeout the
+    consumer abandons the thread, and it must not keep the process alive at exit. The thread
+    alone touches the file and decoder and closes them when it ends, so a thread that wakes up
+    after being abandoned releases them then (best effort; one stuck forever keeps its handle).
+    """
+
+    def __init__(self, open_source: Callable[[], _Source], name: str) -> None:
+        self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=_QUEUE_BLOCKS)
+        self.stop = threading.Event()
+        self._open_source = open_source
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _put(self, item: tuple[Any, ...]) -> bool:
+        """Queue ``item`` unless the consumer has gone; False means stop."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=_PUT_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        source: _Source | None = None
+        try:
+            source = self._open_source()
+            if not self._put(("open", source)):
+                return
+            for block in source.blocks():
+                if not self._put(("block", block, source.progress())) or self.stop.is_set():
+                    return
+            self._put(("end", source.progress()))
+        except BaseException as e:  # everything reaches the consumer, which re-raises it
+            self._put(("error", e, None if source is None else source.progress()))
+        finally:
+            if source is not None:
+                source.close()
+
+
+class AudioStream:
+    """An open audio file yielding 16 kHz mono float32 blocks; use as a context manager.
+
+    Decoding (reading, decoding, downmixing and resampling) runs in a background thread a couple
+    of blocks ahead of the consumer, so it overlaps with model inference (which releases the
+    GIL). That thread also enforces the per-file ``timeout_s``.
+
+    Attributes:
+        uri: the path or URL as given (may hold surrogate escapes; see :func:`display_path`).
+        info: source sample rate, channels, format and decoder.
+        source_samples: source-rate samples (per channel) of the blocks yielded so far; the file's
+            length once :meth:`blocks` is exhausted (or ``max_duration_s`` worth when cut short).
+        output_samples: 16 kHz samples yielded so far.
+        nonfinite_samples: NaN/Inf values found in the decoded data (e.g. in float WAVs), one per
+            sample value, so one bad stereo frame with both channels NaN counts 2. They are
+            replaced by 0 before downmixing, so one bad value cannot poison the resampler's
+            output around it.
+    """
+
+    def __init__(
+        self, uri: str, *, timeout_s: float | None, source: _Source | None = None, worker: _Worker | None = None
+    ) -> None:
+        self.uri = uri
+        self.source_samples = 0
+        self.output_samples = 0
+        self.nonfinite_samples = 0
+        self._name = display_path(uri)
+        self._timeout_s = timeout_s
+        self._waited_s = 0.0
+        self._source = source
+        self._worker = worker
+        self._abandoned = False
+        self._started = False
+        if worker is not None:
+            item = self._get()
+            if item[0] == "open":
+                source = item[1]
+            else:
+                self.close()
+                self._raise(item)
+        assert source is not None
+        self.info: AudioInfo = source.info
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds decoded so far (the file's duration once :meth:`blocks` is exhausted)."""
+        return self.source_samples / self.info.sample_rate
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A stream dropped without close() must not leave its thread waiting to queue a block.
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.stop.set()
+
+    def close(self) -> None:
+        """Stop decoding and release the decoder and the file; safe to call twice."""
+        if self._source is not None and self._worker is None:
+            self._source.close()
+        self._source = None
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        worker.stop.set()
+        if self._abandoned:
+            return  # stuck in the decoder: joining could block forever
+        with contextlib.suppress(queue.Empty):
+            while True:  # free a slot so a thread blocked on put() sees the stop flag at once
+                worker.queue.get_nowait()
+        worker.thread.join(_JOIN_TIMEOUT_S)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Yield float32 mono 16 kHz blocks of about ``block_seconds`` each (the last may be short).
+
+        The resampler is flushed at the end, so the concatenated blocks equal a whole-array
+        ``soxr.resample`` of the downmixed file. Can be iterated once.
+
+        Raises:
+            AudioDecodeError: ``corrupt`` if decoding fails part-way (possibly after blocks were
+                already yielded), ``io_error`` if reading fails, ``no_audio`` for zero samples,
+                ``timeout`` once this file has kept the caller waiting more than ``timeout_s`` in
+                total, ``too_long`` after the blocks of the first ``max_duration_s`` seconds.
+        """
+        if self._started:
+            raise RuntimeError("AudioStream.blocks() can only be iterated once")
+        self._started = True
+        return self._inline_blocks() if self._worker is None else self._background_blocks()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _inline_blocks(self) -> Iterator[np.ndarray]:
+        source = self._source
+        if source is None:
+            raise RuntimeError("AudioStream is closed")
+        try:
+            for block in source.blocks():
+                self._progress(source.progress())
+                yield block
+        finally:
+            self._progress(source.progress())
+
+    def _background_blocks(self) -> Iterator[np.ndarray]:
+        try:
+            while True:
+                item = self._get()
+                if item[0] == "block":
+                    self._progress(item[2])
+                    yield item[1]
+                elif item[0] == "end":
+                    self._progress(item[1])
+                    return
+                else:
+                    self._raise(item)
+        finally:
+            self.close()
+
+    def _progress(self, counts: tuple[int, int, int] | None) -> None:
+        if counts is not None:
+            self.source_samples, self.output_samples, self.nonfinite_samples = counts
+
+    def _raise(self, item: tuple[Any, ...]) -> None:
+        assert item[0] == "error"
+        self._progress(item[2])
+        raise item[1]
+
+    def _get(self) -> tuple[Any, ...]:
+        """The worker's next message, charging the wait to this file's ``timeout_s`` budget."""
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError("AudioStream is closed")
+        if self._timeout_s is None:
+            return worker.queue.get()
+        t0 = time.monotonic()
+        try:
+            return worker.queue.get(timeout=max(0.0, self._timeout_s - self._waited_s))
+        except queue.Empty:
+            self._abandoned = True
+            self.close()
+            raise AudioDecodeError(
+                "timeout",
+                f"{self._name}: decoding took longer than {self._timeout_s:g} s (the per-file decode "
+                f"timeout); stopped after {self.duration_s:.1f} s of audio",
+            ) from None
+        finally:
+            self._waited_s += time.monotonic() - t0
+
+
 def _is_av_error(e: BaseException) -> bool:
     av = _import_av()
     return av is not None and isinstance(e, av.FFmpegError)
 
 
-def open_audio(uri: str, *, block_seconds: float = 10.0, resample_quality: str = "HQ") -> AudioStream:
+def open_audio(
+    uri: str,
+    *,
+    block_seconds: float = 10.0,
+    resample_quality: str = "HQ",
+    timeout_s: float | None = None,
+    max_duration_s: float | None = None,
+) -> AudioStream:
     """Open ``uri`` (local path or any fsspec URL) for streaming decode to 16 kHz mono.
 
     libsndfile is tried first; if it cannot open the file and PyAV is installed, PyAV decodes
-    it. Both read through the same fsspec file object, block by block.
+    it. Both read through the same fsspec file object, block by block, in a background thread.
+
+    Args:
+        timeout_s: the most time in total this file may keep the caller waiting for the decoder
+            (opening included), or None for no limit. On expiry :meth:`AudioStream.blocks`
+            (or this function) raises ``timeout`` and the decode thread is abandoned: Python
+            cannot kill it, so it is a daemon that closes the file if its read ever returns.
+        max_duration_s: decode only the first this many seconds of source audio; if the file is
+            longer, :meth:`AudioStream.blocks` yields them and then raises ``too_long``.
 
     Raises:
-        AudioDecodeError: with a ``kind`` and a reason naming the file; never a bare
-            LibsndfileError or PyAV error.
-        ValueError: for a bad ``block_seconds`` or ``resample_quality``.
+        AudioDecodeError: with a ``kind`` and a reason naming the file (see
+            :func:`display_path`); never a bare LibsndfileError or PyAV error.
+        ValueError: for a bad ``block_seconds``, ``resample_quality``, ``timeout_s`` or
+            ``max_duration_s``.
     """
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     if resample_quality not in _RESAMPLE_QUALITIES:
         raise ValueError(f"resample_quality must be one of {sorted(_RESAMPLE_QUALITIES)}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
+    if max_duration_s is not None and not max_duration_s > 0:
+        raise ValueError(f"max_duration_s must be positive or None, got {max_duration_s}")
+
+    def open_source() -> _Source:
+        return _open_source(uri, block_seconds, resample_quality, max_duration_s)
+
+    worker = _Worker(open_source, name=f"yamnet-beam-decode {display_path(uri)}")
+    return AudioStream(uri, timeout_s=timeout_s, worker=worker)
+
+
+def _open_source(uri: str, block_seconds: float, quality: str, max_duration_s: float | None) -> _Source:
+    name = display_path(uri)
     try:
-        fileobj = fsspec.open(uri, "rb").open()
+        fileobj = _open_file(uri)
     except Exception as e:  # FileNotFoundError, PermissionError, network and auth errors
-        raise AudioDecodeError("io_error", f"{uri}: cannot open: {_io_reason(e)}") from e
+        raise AudioDecodeError("io_error", f"{name}: cannot open: {_io_reason(e)}") from e
     try:
-        return _open_decoder(uri, fileobj, block_seconds, resample_quality)
+        return _open_decoder(uri, fileobj, block_seconds, quality, max_duration_s)
     except BaseException:
         fileobj.close()
         raise
 
 
+def _open_file(uri: str) -> Any:
+    # A plain path goes straight to the local file system: fsspec.open() would read "::" in a
+    # file name as URL chaining.
+    if "://" not in uri:
+        return fsspec.filesystem("file").open(uri, "rb")
+    return fsspec.open(uri, "rb").open()
+
+
 def _io_reason(e: BaseException) -> str:
+    """A short reason for an I/O failure; the common ones in plain words, others with their type."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file (moved or deleted after the inputs were listed?)"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not a file"
     if isinstance(e, OSError) and e.strerror:
         return f"{type(e).__name__}: {e.strerror}"
     return f"{type(e).__name__}: {e}"
 
 
-def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str) -> AudioStream:
+def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str, max_duration_s: float | None) -> _Source:
+    name = display_path(uri)
     try:
         size = fileobj.seek(0, 2)
         fileobj.seek(0)
     except OSError as e:
-        raise AudioDecodeError("io_error", f"{uri}: cannot read: {_io_reason(e)}") from e
+        raise AudioDecodeError("io_error", f"{name}: cannot read: {_io_reason(e)}") from e
     if size == 0:
-        raise AudioDecodeError("empty_file", f"{uri}: file is empty (0 bytes)")
+        raise AudioDecodeError("empty_file", f"{name}: file is empty (0 bytes)")
 
     try:
         sf = soundfile.SoundFile(fileobj)
     except soundfile.LibsndfileError as e:
         sf_error = e
     except OSError as e:
-        raise AudioDecodeError("io_error", f"{uri}: read failed: {_io_reason(e)}") from e
+        raise AudioDecodeError("io_error", f"{name}: read failed: {_io_reason(e)}") from e
     else:
         info = AudioInfo(sf.samplerate, sf.channels, f"{sf.format}/{sf.subtype}", "soundfile")
-        return AudioStream(
+        return _Source(
             uri,
             fileobj,
             info,
             block_seconds=block_seconds,
             resample_quality=quality,
+            max_duration_s=max_duration_s,
             sf_file=sf,
         )
 
@@ -417,8 +688,8 @@ def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str) ->
     av = _import_av()
     if av is None:
         if sf_unrecognised:
-            raise AudioDecodeError("unsupported_format", f"{uri}: libsndfile: {sf_reason}; {_AV_HINT}") from sf_error
-        raise AudioDecodeError("corrupt", f"{uri}: invalid file: {sf_reason}") from sf_error
+            raise AudioDecodeError("unsupported_format", f"{name}: libsndfile: {sf_reason}; {_AV_HINT}") from sf_error
+        raise AudioDecodeError("corrupt", f"{name}: invalid file: {sf_reason}") from sf_error
 
     fileobj.seek(0)
     try:
@@ -426,11 +697,11 @@ def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str) ->
     except av.FFmpegError as e:
         kind = "unsupported_format" if sf_unrecognised else "corrupt"
         what = "no decoder can open it" if sf_unrecognised else "invalid file"
-        raise AudioDecodeError(kind, f"{uri}: {what} (libsndfile: {sf_reason}; PyAV: {_av_reason(e)})") from e
+        raise AudioDecodeError(kind, f"{name}: {what} (libsndfile: {sf_reason}; PyAV: {_av_reason(e)})") from e
     except OSError as e:
-        raise AudioDecodeError("io_error", f"{uri}: read failed: {_io_reason(e)}") from e
+        raise AudioDecodeError("io_error", f"{name}: read failed: {_io_reason(e)}") from e
     try:
-        return _open_av_stream(av, uri, fileobj, container, block_seconds, quality)
+        return _open_av_stream(av, uri, fileobj, container, block_seconds, quality, max_duration_s)
     except BaseException:
         container.close()
         raise
@@ -443,10 +714,12 @@ def _open_av_stream(
     container: Any,
     block_seconds: float,
     quality: str,
-) -> AudioStream:
+    max_duration_s: float | None,
+) -> _Source:
+    name = display_path(uri)
     fmt = container.format.name
     if not container.streams.audio:
-        raise AudioDecodeError("no_audio", f"{uri}: {fmt} container has no audio stream")
+        raise AudioDecodeError("no_audio", f"{name}: {fmt} container has no audio stream")
     stream = container.streams.audio[0]
     codec = f"{fmt}/{stream.codec_context.name}"
     # Peek at the first frame: its rate and layout are what the decoder really outputs (header
@@ -455,16 +728,17 @@ def _open_av_stream(
     try:
         first = next(frames, None)
     except av.FFmpegError as e:
-        raise AudioDecodeError("corrupt", f"{uri}: decode failed after 0.0 s: {_av_reason(e)}") from e
+        raise AudioDecodeError("corrupt", f"{name}: decode failed after 0.0 s: {_av_reason(e)}") from e
     if first is None:
-        raise AudioDecodeError("no_audio", f"{uri}: {codec} stream contains no audio samples")
+        raise AudioDecodeError("no_audio", f"{name}: {codec} stream contains no audio samples")
     info = AudioInfo(int(first.sample_rate), int(first.layout.nb_channels), codec, "pyav")
-    return AudioStream(
+    return _Source(
         uri,
         fileobj,
         info,
         block_seconds=block_seconds,
         resample_quality=quality,
+        max_duration_s=max_duration_s,
         av_container=container,
         av_frames=itertools.chain([first], frames),
     )

@@ -7,6 +7,7 @@ Works on any fsspec filesystem (local, ``gs://``, ``s3://``, ``http(s)://``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import posixpath
 from collections.abc import Iterable, Sequence
@@ -28,10 +29,56 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class InputFile:
-    """One matched input. ``size_bytes`` is None when not known without an extra request (manifests)."""
+    """One matched input and its identity (size, modification time, etag) as the filesystem reported it.
+
+    The identity lets ``--mode resume`` tell an unchanged file from a changed one. Fields are None when
+    not known without an extra request (manifest entries); :func:`with_identity` fills them.
+    """
 
     path: str
     size_bytes: int | None = None
+    mtime: float | None = None
+    etag: str | None = None
+
+
+def _mtime(info: dict) -> float | None:
+    """Modification time as epoch seconds, from whichever key this filesystem uses."""
+    for key in ("mtime", "updated", "LastModified", "last_modified", "modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, _dt.datetime):
+            return value.timestamp()
+        try:
+            return _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def _etag(info: dict) -> str | None:
+    for key in ("etag", "ETag", "md5Hash", "md5"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return None
+
+
+def _from_info(uri: str, info: dict) -> InputFile:
+    size = info.get("size")
+    return InputFile(uri, int(size) if size is not None else None, _mtime(info), _etag(info))
+
+
+def with_identity(item: InputFile) -> InputFile:
+    """``item`` with size/mtime/etag looked up if it lacks them (one metadata request; errors leave it as is)."""
+    if item.size_bytes is not None and (item.mtime is not None or item.etag is not None):
+        return item
+    try:
+        fs, path = fsspec.core.url_to_fs(item.path)
+        return _from_info(item.path, fs.info(path))
+    except Exception:  # missing or unreadable: the decoder will say why, in the files/ row
+        return item
 
 
 def _ext(path: str) -> str:
@@ -46,11 +93,6 @@ def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
 def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A stable, user-facing URI: plain absolute paths locally, protocol-prefixed URLs elsewhere."""
     return fs.unstrip_protocol(path) if _is_remote(fs) else path
-
-
-def _size(info: dict) -> int | None:
-    size = info.get("size")
-    return int(size) if size is not None else None
 
 
 def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> list[InputFile]:
@@ -90,11 +132,11 @@ def expand_input(pattern: str) -> list[InputFile]:
         raise InputError(f"--input {pattern!r}: {e}. Install the filesystem extra (e.g. yamnet-beam[gcp]).") from e
     if _GLOB_CHARS & set(path):
         found = fs.glob(path, detail=True)
-        files = [InputFile(_uri(fs, p), _size(i)) for p, i in sorted(found.items()) if i.get("type") != "directory"]
+        files = [_from_info(_uri(fs, p), i) for p, i in sorted(found.items()) if i.get("type") != "directory"]
     elif fs.isdir(path):
         found = fs.find(path, detail=True)
         files = [
-            InputFile(_uri(fs, p), _size(i))
+            _from_info(_uri(fs, p), i)
             for p, i in sorted(found.items())
             if i.get("type") != "directory" and _ext(p) in AUDIO_EXTENSIONS
         ]
@@ -102,7 +144,7 @@ def expand_input(pattern: str) -> list[InputFile]:
         if _ext(path) in MANIFEST_EXTENSIONS:
             files = _read_manifest(fs, path, pattern)
         else:
-            files = [InputFile(_uri(fs, path), _size(fs.info(path)))]
+            files = [_from_info(_uri(fs, path), fs.info(path))]
     else:
         raise InputError(f"--input {pattern!r} does not exist: no such file, directory or glob match.")
     if not files:

@@ -69,13 +69,40 @@ class YamnetOptions(PipelineOptions):
         )
         parser.add_argument(
             "--mode",
-            choices=("error", "overwrite"),
+            choices=("error", "overwrite", "resume"),
             default="error",
-            help="What to do when --output already holds results: refuse (default) or replace them.",
+            help="When --output already holds results: 'error' refuses (default), 'overwrite' replaces them, "
+            "'resume' skips inputs already done (same path, size, mtime/etag and parameters) and adds the rest.",
         )
         parser.add_argument(
-            "--num_shards",
+            "--part_files",
             type=int,
+            default=64,
+            help="At most this many inputs per output part (the unit of work, commit and resume).",
+        )
+        parser.add_argument(
+            "--part_mb",
+            type=float,
+            default=256,
+            help="About this many MB of input per output part; a larger file gets a part of its own.",
+        )
+        parser.add_argument(
+            "--decode_timeout_s",
+            type=float,
+            default=900,
+            help="Per-file limit on time spent waiting for the decoder (network stalls, hung decoders); "
+            "0 disables it. Frames decoded before the limit are kept; the file is an error 'timeout'.",
+        )
+        parser.add_argument(
+            "--max_duration_s",
+            type=float,
             default=0,
-            help="Output shards per table (0: let the runner decide).",
+            help="Process at most this many seconds of each file (0: no limit). Longer files keep the frames "
+            "of their first max_duration_s seconds and end as error 'too_long'.",
+        )
+        parser.add_argument(
+            "--fail_threshold",
+            type=float,
+            default=1.0,
+            help="Fail the job (exit code 1) when more than this fraction of files end in error (default 1.0: never).",
         )

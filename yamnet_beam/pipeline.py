@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,36 +19,46 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
 from yamnet_beam import framing, schema
+from yamnet_beam.audio import display_path
 from yamnet_beam.download import default_class_map_uri, default_model_uri
-from yamnet_beam.inputs import InputFile, match_inputs
+from yamnet_beam.inputs import InputFile, match_inputs, with_identity
 from yamnet_beam.labels import Labels, resolve_labels, write_labels_csv
 from yamnet_beam.model import ModelInfo, inspect_model, read_model_bytes
 from yamnet_beam.options import OptionsError, YamnetOptions
-from yamnet_beam.transforms import EmbedAudioFiles, ModelLoader, WriteFileStatus, WriteFrames
+from yamnet_beam.parts import TMP_DIR, OutputDir, Part, fingerprint, plan_parts, plan_resume
+from yamnet_beam.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
 
 _LOG = logging.getLogger(__name__)
 
 
 @dataclass
 class RunPlan:
-    """Everything validated before the pipeline is built."""
+    """Everything validated and decided before the pipeline is built."""
 
     output: str
-    inputs: list[InputFile]
+    inputs: list[InputFile]  # every matched input
+    todo: list[InputFile]  # what this run processes (all of inputs, unless resuming)
+    superseded: set[str]  # paths whose old rows a resume drops before re-processing them
+    parts: list[Part]
     model: ModelInfo
     labels: Labels
     hop_samples: int
+    fingerprint: str
+    settings: EmbedSettings
     metadata: dict[str, Any]
+
+
+class RunFailedError(RuntimeError):
+    """More files failed than --fail_threshold allows; the output is complete but the job counts as failed."""
 
 
 @dataclass
 class RunSummary:
-    """What a finished run did, read back from its files/ table."""
+    """What the output holds after a run, read back from its files/ table."""
 
     output: str
     files_matched: int
@@ -57,6 +68,7 @@ class RunSummary:
     frames: int = 0
     audio_hours: float = 0.0
     wall_s: float = 0.0
+    files_processed: int = 0  # by this run (the rest were already done: --mode resume)
 
     @property
     def realtime_factor(self) -> float:
@@ -64,30 +76,41 @@ class RunSummary:
 
     def format(self) -> str:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items()))
+        skipped = self.files_matched - self.files_processed
         return (
             f"yamnet-beam: {self.files_matched} files matched, {self.files_ok} ok, {self.files_error} error"
-            f"{f' ({kinds})' if kinds else ''}; {self.audio_hours:.3f} h audio, {self.frames} frames; "
+            f"{f' ({kinds})' if kinds else ''}"
+            f"{f', {skipped} already done' if skipped else ''}; {self.audio_hours:.3f} h audio, {self.frames} frames; "
             f"wall {self.wall_s:.1f} s, {self.realtime_factor:.0f}x realtime -> {self.output}"
         )
 
 
-def _output_fs(output: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(output)
-
-
-def _check_output(output: str | None, mode: str) -> str:
+def _check_output_path(output: str | None, mode: str) -> OutputDir:
     if not output:
         raise OptionsError("No --output given: pass a directory (local or URL) for the tables.")
-    fs, path = _output_fs(output)
-    if fs.isfile(path):
+    out = OutputDir(output)
+    if out.fs.isfile(out.root):
         raise OptionsError(f"--output {output} is a file; pass a directory.")
-    existing = [d for d in ("frames", "files") if fs.exists(f"{path.rstrip('/')}/{d}")]
+    existing = out.has_results()
     if existing and mode == "error":
         raise OptionsError(
-            f"--output {output} already holds results ({', '.join(existing)}/); choose a new directory "
-            "or pass --mode overwrite to replace them."
+            f"--output {output} already holds results ({', '.join(existing)}/); choose a new directory, "
+            "or pass --mode resume to add what is missing, or --mode overwrite to replace them."
         )
-    return output.rstrip("/")
+    return out
+
+
+def _check_writable(out: OutputDir) -> None:
+    """Creates the output directory and writes a probe file, so a read-only target fails before any work."""
+    probe = f"{out.root}/{TMP_DIR}/.write-test-{uuid.uuid4().hex}"
+    try:
+        out.fs.makedirs(f"{out.root}/{TMP_DIR}", exist_ok=True)
+        out.fs.pipe(probe, b"")
+        out.fs.rm(probe)
+    except Exception as e:
+        raise OptionsError(
+            f"--output {out.uri} is not writable ({type(e).__name__}: {e}); choose another directory."
+        ) from e
 
 
 def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
@@ -101,93 +124,127 @@ def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
     return fs.unstrip_protocol(sibling) if fs.exists(sibling) else None
 
 
-def plan_run(opts: YamnetOptions) -> RunPlan:
-    """Validates options, output, inputs, model and labels; raises before any work is started."""
+def _check_numbers(opts: YamnetOptions) -> int:
     try:
         hop = framing.hop_samples_from_seconds(opts.hop_seconds)
     except ValueError as e:
         raise OptionsError(f"--hop_seconds: {e}") from e
-    if opts.block_seconds <= 0:
-        raise OptionsError(f"--block_seconds must be > 0, got {opts.block_seconds}")
-    if opts.frames_per_batch <= 0 or opts.row_group_rows <= 0:
-        raise OptionsError("--frames_per_batch and --row_group_rows must be positive.")
-    output = _check_output(opts.output, opts.mode)
+    positive = {
+        "--block_seconds": opts.block_seconds,
+        "--frames_per_batch": opts.frames_per_batch,
+        "--row_group_rows": opts.row_group_rows,
+        "--part_files": opts.part_files,
+        "--part_mb": opts.part_mb,
+    }
+    for flag, value in positive.items():
+        if not value > 0:
+            raise OptionsError(f"{flag} must be > 0, got {value}")
+    for flag, value in {"--decode_timeout_s": opts.decode_timeout_s, "--max_duration_s": opts.max_duration_s}.items():
+        if value < 0:
+            raise OptionsError(f"{flag} must be >= 0 (0 disables it), got {value}")
+    if not 0 <= opts.fail_threshold <= 1:
+        raise OptionsError(f"--fail_threshold is a fraction of files in [0, 1], got {opts.fail_threshold}")
+    return hop
+
+
+def plan_run(opts: YamnetOptions) -> RunPlan:
+    """Validates options, output, inputs, model and labels, and decides the work; changes nothing on disk."""
+    hop = _check_numbers(opts)
+    out = _check_output_path(opts.output, opts.mode)
     inputs = match_inputs(opts.input or [])
     model_uri = opts.model or default_model_uri()
     model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
     labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
-    metadata = {
-        "model_uri": model.uri,
+    max_duration = opts.max_duration_s or None
+    fp_params = {
         "model_sha256": model.sha256,
-        "model_kind": model.kind,
         "runtime": model.runtime,
-        "labels_source": labels.source,
         "sample_rate": framing.SAMPLE_RATE,
         "window_samples": framing.WINDOW_SAMPLES,
         "hop_samples": hop,
+        "downmix": "mean",
+        "resampler": "soxr-HQ",
         "embedding_dtype": opts.embedding_dtype,
+        "max_duration_s": max_duration,
+    }
+    fp = fingerprint(fp_params)
+    todo, superseded = list(inputs), set()
+    if opts.mode == "resume":
+        todo = [with_identity(f) for f in inputs]
+        todo, superseded = plan_resume(out.read_files(), todo, fp, display_path)
+    parts = plan_parts(todo, fp, opts.part_files, int(opts.part_mb * (1 << 20)))
+    settings = EmbedSettings(
+        hop_samples=hop,
+        block_seconds=opts.block_seconds,
+        frames_per_batch=opts.frames_per_batch,
+        row_group_rows=opts.row_group_rows,
+        decode_timeout_s=opts.decode_timeout_s or None,
+        max_duration_s=max_duration,
+        fingerprint=fp,
+    )
+    metadata = {
+        **fp_params,
+        "fingerprint": fp,
+        "model_uri": model.uri,
+        "model_kind": model.kind,
+        "labels_source": labels.source,
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
     }
-    return RunPlan(output, inputs, model, labels, hop, metadata)
+    return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, hop, fp, settings, metadata)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_loader: ModelLoader | None = None):
-    """Adds the job's steps to ``p``; ``model_loader`` is the seam to inject a fake model in tests."""
+    """Adds the job's steps to ``p`` and returns the PCollection of files rows.
+
+    ``model_loader`` is the seam to inject a fake model in tests.
+    """
     frames_schema = schema.frames_schema(
         opts.embedding_dtype, plan.model.num_classes, plan.model.embedding_dim, plan.metadata
     )
-    files_schema = schema.files_schema(plan.metadata)
-    results = (
+    return (
         p
-        | "MatchedInputs" >> beam.Create(plan.inputs)
-        | "SpreadFiles" >> beam.Reshuffle()
+        | "PlannedParts" >> beam.Create(plan.parts)
         | "EmbedAudio"
-        >> EmbedAudioFiles(
+        >> EmbedAudioParts(
             model_loader or ModelLoader(plan.model.uri),
             plan.labels.names,
             frames_schema,
-            plan.hop_samples,
-            opts.block_seconds,
-            opts.frames_per_batch,
+            schema.files_schema(plan.metadata),
+            plan.output,
+            plan.settings,
         )
     )
-    results["frames"] | "WriteFrames" >> WriteFrames(plan.output, frames_schema, opts.row_group_rows, opts.num_shards)
-    results["files"] | "WriteFiles" >> WriteFileStatus(plan.output, files_schema, opts.num_shards)
-    return results
 
 
-def _clear_previous(output: str) -> None:
-    fs, path = _output_fs(output)
-    for d in ("frames", "files"):
-        target = f"{path}/{d}"
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
-
-
-def summarize(output: str, files_matched: int | None = None, wall_s: float = 0.0) -> RunSummary:
+def summarize(
+    output: str, files_matched: int | None = None, wall_s: float = 0.0, processed: int | None = None
+) -> RunSummary:
     """Reads files/ back: the table, not the runner's metrics, is the record of what happened."""
-    fs, path = _output_fs(output)
-    table = pq.read_table(f"{path}/files", filesystem=fs, columns=["status", "error_kind", "frames", "duration_s"])
+    table = OutputDir(output).read_files(["status", "error_kind", "frames", "duration_s"])
+    if table is None:
+        table = schema.files_table([])
     status = table.column("status").to_pylist()
     kinds = Counter(
         k for s, k in zip(status, table.column("error_kind").to_pylist(), strict=True) if s == schema.STATUS_ERROR
     )
     durations = [d for d in table.column("duration_s").to_pylist() if d]
+    matched = files_matched if files_matched is not None else table.num_rows
     return RunSummary(
         output=output,
-        files_matched=files_matched if files_matched is not None else table.num_rows,
+        files_matched=matched,
         files_ok=status.count(schema.STATUS_OK),
         files_error=status.count(schema.STATUS_ERROR),
         errors_by_kind=dict(kinds),
         frames=sum(table.column("frames").to_pylist()),
         audio_hours=sum(durations) / 3600,
         wall_s=wall_s,
+        files_processed=matched if processed is None else processed,
     )
 
 
 def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime) -> None:
-    fs, path = _output_fs(plan.output)
+    out = OutputDir(plan.output)
     manifest = {
         **plan.metadata,
         "model": {k: v for k, v in asdict(plan.model).items() if k != "embedded_labels"},
@@ -205,12 +262,15 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
             "errors_by_kind": summary.errors_by_kind,
             "frames": summary.frames,
             "audio_hours": summary.audio_hours,
+            "files_processed_this_run": summary.files_processed,
+            "parts_this_run": len(plan.parts),
         },
+        "mode": opts.mode,
         "started_at": started.isoformat(),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "wall_s": summary.wall_s,
     }
-    with fs.open(f"{path}/manifest.json", "w") as f:
+    with out.fs.open(f"{out.root}/manifest.json", "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True, default=str)
 
 
@@ -219,21 +279,49 @@ def run(
     test_pipeline: beam.Pipeline | None = None,
     model_loader: ModelLoader | None = None,
 ) -> RunSummary:
-    """Runs the job to completion and returns its summary (also printed, and stored in manifest.json)."""
+    """Runs the job to completion and returns its summary (also printed, and stored in manifest.json).
+
+    Raises :class:`RunFailedError` after writing everything if more files failed than
+    ``--fail_threshold`` allows.
+    """
     options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
     opts = options.view_as(YamnetOptions)
     plan = plan_run(opts)
+    out = OutputDir(plan.output)
     if opts.mode == "overwrite":
-        _clear_previous(plan.output)
-    _LOG.info("Matched %d inputs; model %s (%s)", len(plan.inputs), plan.model.uri, plan.model.sha256[:12])
+        out.clear()
+    _check_writable(out)
+    removed = out.remove_uncommitted()  # leftovers of a killed run: never visible to readers, now gone
+    if removed:
+        _LOG.warning("Removed %d uncommitted files of an interrupted run", len(removed))
+    dropped = out.drop_paths(plan.superseded)
+    if dropped:
+        _LOG.warning(
+            "Re-processing %d changed or failed inputs (rows dropped from %d parts)", len(plan.superseded), len(dropped)
+        )
+    _LOG.info(
+        "Matched %d inputs, %d to process in %d parts; model %s (%s)",
+        len(plan.inputs),
+        len(plan.todo),
+        len(plan.parts),
+        plan.model.uri,
+        plan.model.sha256[:12],
+    )
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(p, plan, opts, model_loader)
-    p.run().wait_until_finish()
+    if plan.parts:
+        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+        build_pipeline(p, plan, opts, model_loader)
+        p.run().wait_until_finish()
     wall_s = time.perf_counter() - t0
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
-    summary = summarize(plan.output, len(plan.inputs), wall_s)
+    summary = summarize(plan.output, len(plan.inputs), wall_s, processed=len(plan.todo))
     _write_manifest(plan, opts, summary, started)
     print(summary.format())
+    total = summary.files_ok + summary.files_error
+    if total and summary.files_error / total > opts.fail_threshold:
+        raise RunFailedError(
+            f"{summary.files_error} of {total} files failed ({summary.files_error / total:.1%}), more than "
+            f"--fail_threshold={opts.fail_threshold}; see {plan.output}/files/ (status = 'error') for the reasons."
+        )
     return summary

@@ -62,7 +62,14 @@ FILES_SCHEMA = pa.schema(
         pa.field("format", pa.string()),
         pa.field("decoder", pa.string()),
         pa.field("frames", pa.int64(), nullable=False),  # rows written to frames/ for this file
+        pa.field("warning", pa.string()),  # e.g. shorter than one window, NaN/Inf samples replaced
+        pa.field("nonfinite_samples", pa.int64()),  # NaN/Inf sample values replaced by 0
+        # Identity and parameters, so that --mode resume can skip what is already done.
         pa.field("size_bytes", pa.int64()),
+        pa.field("mtime", pa.float64()),  # modification time, epoch seconds
+        pa.field("etag", pa.string()),
+        pa.field("fingerprint", pa.string(), nullable=False),  # hash of model + framing + decoding parameters
+        pa.field("part", pa.string(), nullable=False),  # the output part (frames/ and files/ file) holding its rows
     ]
 )
 
@@ -70,6 +77,31 @@ FILES_SCHEMA = pa.schema(
 def files_schema(metadata: Mapping[str, Any] | None = None) -> pa.Schema:
     """One row per matched input, whatever became of it."""
     return with_metadata(FILES_SCHEMA, metadata)
+
+
+def clips_schema(
+    num_classes: int = NUM_CLASSES,
+    embedding_dim: int = EMBEDDING_DIM,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Schema:
+    """One row per file (``yamnet-beam pool``): its frames pooled, ready to train a clip-level classifier."""
+    return with_metadata(
+        pa.schema(
+            [
+                pa.field("path", pa.string(), nullable=False),
+                pa.field("status", pa.string()),  # from files/: "ok", or "error" for frames kept before a failure
+                pa.field("frames", pa.int64(), nullable=False),  # frames pooled
+                pa.field("duration_s", pa.float64()),  # from files/
+                pa.field("mean_scores", pa.list_(pa.float32(), num_classes), nullable=False),
+                pa.field("max_scores", pa.list_(pa.float32(), num_classes), nullable=False),
+                # Always float32: a mean of float16 embeddings is no longer exactly float16.
+                pa.field("mean_embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
+                pa.field("top_label", pa.string(), nullable=False),  # highest mean score
+                pa.field("top_score", pa.float32(), nullable=False),
+            ]
+        ),
+        metadata,
+    )
 
 
 def with_metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> pa.Schema:
@@ -132,7 +164,13 @@ def file_row(
     channels: int | None = None,
     format: str | None = None,  # noqa: A002 - the column's name
     decoder: str | None = None,
+    warning: str | None = None,
+    nonfinite_samples: int | None = None,
     size_bytes: int | None = None,
+    mtime: float | None = None,
+    etag: str | None = None,
+    fingerprint: str = "",
+    part: str = "",
 ) -> dict[str, Any]:
     """One files/ row as a plain dict (cheap to pickle between steps); :func:`files_table` batches them."""
     if status not in (STATUS_OK, STATUS_ERROR):
@@ -148,7 +186,13 @@ def file_row(
         "format": format,
         "decoder": decoder,
         "frames": frames,
+        "warning": warning,
+        "nonfinite_samples": nonfinite_samples,
         "size_bytes": size_bytes,
+        "mtime": mtime,
+        "etag": etag,
+        "fingerprint": fingerprint,
+        "part": part,
     }
 
 
