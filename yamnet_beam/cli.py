@@ -13,9 +13,10 @@ from yamnet_beam.inputs import InputError
 from yamnet_beam.labels import LabelsError
 from yamnet_beam.model import ModelError
 from yamnet_beam.options import OptionsError
+from yamnet_beam.query import QueryError
 
 # Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback.
-USER_ERRORS = (DownloadError, InputError, LabelsError, ModelError, OptionsError)
+USER_ERRORS = (DownloadError, InputError, LabelsError, ModelError, OptionsError, QueryError)
 
 RUN_HELP = """Run the job: yamnet-beam run --input PATH_OR_GLOB [--input ...] --output DIR [--model URI]
 [--class_map URI] [any Apache Beam option, e.g. --runner DataflowRunner --project P ...]"""
@@ -30,12 +31,16 @@ def _run_help() -> str:
 
 
 def _cmd_run(rest: Sequence[str]) -> int:
-    from yamnet_beam.pipeline import run
+    from yamnet_beam.pipeline import RunFailedError, run
 
     if any(a in ("-h", "--help") for a in rest):
         print(_run_help())
         return 0
-    run(rest)
+    try:
+        run(rest)
+    except RunFailedError as e:  # the output is complete; the job still counts as failed
+        print(f"yamnet-beam: failed: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -76,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from yamnet_beam.download import add_download_parser, main_download
 
     add_download_parser(sub)
+    _add_downstream_parsers(sub)
 
     if argv[:1] == ["run"]:
         return _guard(lambda: _cmd_run(argv[1:]))
@@ -84,7 +90,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guard(lambda: _cmd_demo(args, rest))
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command in ("query", "pool", "plot", "report"):
+        return _guard(lambda: _cmd_downstream(args))
     return _guard(lambda: main_download(args))
+
+
+def _add_downstream_parsers(sub) -> None:
+    """``query``, ``pool``, ``plot`` and ``report``: read a finished output in place (yamnet_beam.query)."""
+    from yamnet_beam.query import FORMATS
+
+    fmt = argparse.ArgumentParser(add_help=False)
+    fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: a text table)")
+    fmt.add_argument("-o", "--out", dest="dest", help="write to this file (required for --format parquet)")
+    query = sub.add_parser("query", help="ask a finished output questions (DuckDB over its Parquet)")
+    query.add_argument("output", help="the --output directory of a run")
+    qsub = query.add_subparsers(dest="query_command", required=True)
+    top = qsub.add_parser("top", parents=[fmt], help="top classes per file, mean- and max-pooled")
+    top.add_argument("-k", type=int, default=5, help="classes per file (default 5)")
+    top.add_argument("--path", help="only paths matching this glob (* crosses /)")
+    ev = qsub.add_parser("events", parents=[fmt], help="time ranges where a class scores above a threshold")
+    ev.add_argument("--class", dest="cls", required=True, help="display name, AudioSet MID or index")
+    ev.add_argument("--threshold", type=float, required=True, help="score in [0, 1]")
+    ev.add_argument("--min_duration", type=float, default=0.0, help="drop events shorter than this (seconds)")
+    ev.add_argument("--path", help="only paths matching this glob")
+    sim = qsub.add_parser("similar", parents=[fmt], help="nearest frames (or files) by embedding cosine similarity")
+    what = sim.add_mutually_exclusive_group(required=True)
+    what.add_argument("--to", help="FILE[:SECONDS]: a file in the output or any audio file (embedded now)")
+    what.add_argument("--frame", help="PATH:INDEX of a stored frame")
+    sim.add_argument("-k", type=int, default=10, help="results (default 10)")
+    sim.add_argument("--files", action="store_true", help="rank files by their most similar frame")
+    sim.add_argument("--path", help="search only paths matching this glob")
+    sim.add_argument("--model", help="model for --to audio not in the output (default: the run's, manifest.json)")
+    summ = qsub.add_parser("summary", parents=[fmt], help="files ok/error by kind, audio hours, frequent classes")
+    summ.add_argument("--top", type=int, default=10, help="most frequent top labels to list")
+    pool = sub.add_parser("pool", help="write the clip table: one row per file, pooled scores and embedding")
+    pool.add_argument("output")
+    pool.add_argument("-o", "--out", dest="dest", help="directory (default OUTPUT/clips)")
+    pool.add_argument("--path", help="only paths matching this glob")
+    plot = sub.add_parser("plot", help="PNG of one file: envelope, top-class heatmap, events")
+    plot.add_argument("output")
+    plot.add_argument("--path", required=True, help="the file's path as stored in the output")
+    plot.add_argument("-o", "--out", dest="dest", required=True, help="PNG file to write")
+    report = sub.add_parser("report", help="one self-contained HTML page about a run")
+    report.add_argument("output")
+    report.add_argument("-o", "--out", dest="dest", required=True, help="HTML file to write")
+    report.add_argument("--sample", type=int, default=6, help="files to plot (default 6)")
+    for p in (plot, report):
+        p.add_argument("--top", type=int, default=10, help="classes in the heatmap (default 10)")
+        p.add_argument("--threshold", type=float, default=0.5, help="score marking an event (default 0.5)")
+        p.add_argument("--no_audio", action="store_true", help="do not decode audio (per-frame max score instead)")
+
+
+def _cmd_downstream(args: argparse.Namespace) -> int:
+    from yamnet_beam import query as q
+
+    out = q.open_output(args.output)
+    if args.command == "pool":
+        print(f"Wrote {q.pool(out, args.dest, args.path)}")
+        return 0
+    if args.command in ("plot", "report"):
+        opts = {"top_n": args.top, "threshold": args.threshold, "decode_audio": not args.no_audio}
+        if args.command == "plot":
+            from yamnet_beam.plot import plot_file
+
+            print(f"Wrote {plot_file(out, args.path, args.dest, **opts)}")
+        else:
+            from yamnet_beam.report import write_report
+
+            print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
+        return 0
+    cmd = args.query_command
+    if cmd == "top":
+        table = q.top_classes(out, args.k, args.path)
+    elif cmd == "events":
+        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path)
+    elif cmd == "similar":
+        if args.frame:
+            vector = q.frame_vector(out, *q.parse_frame_ref(args.frame))
+        else:
+            vector = q.file_vector(out, *q.parse_file_ref(args.to), model_uri=args.model)
+        table = q.similar(out, vector, args.k, args.files, args.path)
+        if args.format == "table" and not args.dest:
+            print(f"query: {vector.source}")
+    else:
+        table = q.summary(out, args.top)
+    q.render(table, args.format, args.dest)
+    return 0
 
 
 def _guard(fn) -> int:

@@ -89,6 +89,7 @@ class StreamFramer:
         self._buf_start = 0
         self._next_frame = 0
         self.total_samples = 0
+        self.finished = False
 
     def _emit(self, final: bool) -> Iterator[FrameBatch]:
         while True:
@@ -124,6 +125,7 @@ class StreamFramer:
 
     def finish(self) -> Iterator[FrameBatch]:
         """Yields the remaining frames, the last one zero-padded (one frame even for empty input)."""
+        self.finished = True
         yield from self._emit(final=True)
 
     @property

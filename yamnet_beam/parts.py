@@ -258,6 +258,11 @@ class OutputDir:
         return touched
 
 
+# Failures that may not happen again (network, a stalled mount, a bug since fixed): resume retries
+# them. Other errors (corrupt, empty, unsupported, too long) are properties of the unchanged file.
+TRANSIENT_ERRORS = frozenset({"io_error", "timeout", "internal"})
+
+
 def _same(a: Any, b: Any) -> bool:
     """Identity fields compare equal when equal, or when either side is unknown (not recorded)."""
     return a is None or b is None or a == b
@@ -268,23 +273,22 @@ def plan_resume(
 ) -> tuple[list[InputFile], set[str]]:
     """Splits ``inputs`` into those still to do and the display paths whose old rows must be dropped.
 
-    An input is done when a committed files row has its path, status ``ok``, the same fingerprint,
-    and the same size, mtime and etag (where both sides know them). Everything else is re-done;
+    An input is done when a committed files row has its path, the same fingerprint, the same size,
+    mtime and etag (where both sides know them), and status ``ok`` or a non-transient error (a
+    corrupt file that has not changed would fail the same way again). Everything else is re-done;
     old rows for the same path are superseded.
     """
     if existing is None or existing.num_rows == 0:
         return list(inputs), set()
-    rows = {
-        r["path"]: r
-        for r in existing.select(["path", "status", "fingerprint", "size_bytes", "mtime", "etag"]).to_pylist()
-    }
+    cols = ["path", "status", "error_kind", "fingerprint", "size_bytes", "mtime", "etag"]
+    rows = {r["path"]: r for r in existing.select(cols).to_pylist()}
     todo, superseded = [], set()
     for f in inputs:
         key = display(f.path)
         r = rows.get(key)
         if (
             r is not None
-            and r["status"] == "ok"
+            and (r["status"] == "ok" or r["error_kind"] not in TRANSIENT_ERRORS)
             and r["fingerprint"] == fp
             and _same(r["size_bytes"], f.size_bytes)
             and _same(r["mtime"], f.mtime)

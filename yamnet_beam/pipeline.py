@@ -27,7 +27,7 @@ from yamnet_beam.audio import display_path
 from yamnet_beam.download import default_class_map_uri, default_model_uri
 from yamnet_beam.inputs import InputFile, match_inputs, with_identity
 from yamnet_beam.labels import Labels, resolve_labels, write_labels_csv
-from yamnet_beam.model import ModelInfo, inspect_model, read_model_bytes
+from yamnet_beam.model import ModelError, ModelInfo, inspect_model, read_model_bytes
 from yamnet_beam.options import OptionsError, YamnetOptions
 from yamnet_beam.parts import TMP_DIR, OutputDir, Part, fingerprint, plan_parts, plan_resume
 from yamnet_beam.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
@@ -153,7 +153,10 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     out = _check_output_path(opts.output, opts.mode)
     inputs = match_inputs(opts.input or [])
     model_uri = opts.model or default_model_uri()
-    model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
+    try:
+        model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
+    except ModelError as e:
+        raise ModelError(f"--model {model_uri}: {e}") from e
     labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
     max_duration = opts.max_duration_s or None
     fp_params = {

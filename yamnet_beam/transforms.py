@@ -159,6 +159,13 @@ class _EmbedPartFn(beam.DoFn):
                     if block is None:
                         break
         except AudioDecodeError as e:
+            try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
+                if framer.total_samples and not framer.finished:
+                    for batch in framer.finish():
+                        writer.add(self._frames_table(path, batch, framer.total_samples))
+                        emitted += len(batch)
+            except Exception:
+                _LOG.exception("Could not keep the frames decoded before the failure of %s", path)
             return self._error_row(path, identity, info, stream, emitted, e.kind, str(e))
         except Exception as e:  # a bug or a model failure must still leave a row, never a lost file
             _LOG.exception("Unexpected failure on %s", path)
@@ -200,7 +207,7 @@ class _EmbedPartFn(beam.DoFn):
         Metrics.counter(METRICS_NAMESPACE, f"files_error_{kind}").inc()
         self._files_error.inc()
         self._frames.inc(emitted)
-        _LOG.warning("%s: %s (%s)", path, reason, kind)
+        _LOG.warning("%s (%s)", reason, kind)  # the reason names the file
         return schema.file_row(
             path,
             status=schema.STATUS_ERROR,
