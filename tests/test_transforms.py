@@ -3,7 +3,6 @@
 import pickle
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -42,7 +41,11 @@ def _run_fn(fn, out, *paths, part_id="p1"):
 
 def test_dofn_pickles_without_model_state(tmp_path):
     fn = _EmbedPartFn(
-        ModelLoader("/nonexistent/model.tflite"), LABELS, schema.frames_schema(), schema.files_schema(), str(tmp_path),
+        ModelLoader("/nonexistent/model.tflite"),
+        LABELS,
+        schema.frames_schema(),
+        schema.files_schema(),
+        str(tmp_path),
         EmbedSettings(),
     )
     clone = pickle.loads(pickle.dumps(fn))  # nothing heavy is built before setup()
