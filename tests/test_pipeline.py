@@ -276,3 +276,33 @@ def test_pipeline_equals_direct_interpreter(inprocess_run, audio_dir, reference_
     emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
+
+
+def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, class_map_path):
+    """The [-1]-input export, built by the tests, runs end to end with the same framing."""
+    from tests import tflite_builder
+
+    model = tmp_path / "variable.tflite"
+    model.write_bytes(tflite_builder.variable_model())
+    path = fixtures_dir / "speech_22k_mono.wav"
+    run(
+        [
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "o"),
+            "--model",
+            str(model),
+            "--class_map",
+            str(class_map_path),
+        ]
+    )
+    t = pq.read_table(tmp_path / "o" / "frames").sort_by("frame")
+    audio, _, _ = decode_file(str(path))
+    frames = framing.frame_signal(audio)
+    scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
+    emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
+    np.testing.assert_allclose(scores, tflite_builder.expected_scores(frames), atol=1e-5)
+    np.testing.assert_array_equal(emb, frames[:, :1024])
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["model_kind"] == "variable"
