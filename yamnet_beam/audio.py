@@ -81,6 +81,9 @@ _SF_UNRECOGNISED_CODES = frozenset({1, 7})
 _QUEUE_BLOCKS = 2
 _PUT_POLL_S = 0.05
 _JOIN_TIMEOUT_S = 10.0
+# Finite samples beyond this are clipped: 2**63 * 1024 channels * the resampler's gain stays far
+# below float32's 3.4e38, and squares below 2**128 keep the sum-of-squares screen meaningful.
+_MAX_ABS_SAMPLE = np.float32(2.0**63)
 
 
 class AudioDecodeError(Exception):
@@ -200,6 +203,60 @@ def _frame_to_float(frame: Any) -> np.ndarray:
     return y
 
 
+class _ReadTrap:
+    """A file object that remembers the first exception its reads raised, and then reads as EOF.
+
+    libsndfile reads through cffi callbacks, and cffi swallows an exception raised in a
+    callback: a read that fails part-way (a network error, a permission change) would look
+    like the end of the file, and a truncated file would pass as complete. The decoder checks
+    :attr:`error` after every call instead. PyAV gets the same wrapper, for the same guarantee.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is None:
+            try:
+                return self._f.read(n)
+            except Exception as e:
+                self.error = e
+        return b""
+
+    def readinto(self, buf: Any) -> int:
+        if self.error is None:
+            try:
+                if hasattr(self._f, "readinto"):
+                    return self._f.readinto(buf)
+                data = self._f.read(len(buf))
+                memoryview(buf).cast("B")[: len(data)] = data
+                return len(data)
+            except Exception as e:
+                self.error = e
+        return 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+
+    def check(self, name: str, when: str) -> None:
+        """Raise ``io_error`` if a read has failed."""
+        if self.error is not None:
+            raise AudioDecodeError("io_error", f"{name}: read failed {when}: {_io_reason(self.error)}") from self.error
+
+
 class _Source:
     """The decoder proper: owns the file object and libsndfile/PyAV handle, yields 16 kHz blocks.
 
@@ -210,7 +267,7 @@ class _Source:
     def __init__(
         self,
         uri: str,
-        fileobj: Any,
+        fileobj: _ReadTrap,
         info: AudioInfo,
         *,
         block_seconds: float,
@@ -226,6 +283,7 @@ class _Source:
         self.source_samples = 0
         self.output_samples = 0
         self.nonfinite_samples = 0
+        self.clipped_samples = 0
         self._file = fileobj
         self._sf = sf_file
         self._container = av_container
@@ -240,8 +298,8 @@ class _Source:
     def duration_s(self) -> float:
         return self.source_samples / self.info.sample_rate
 
-    def progress(self) -> tuple[int, int, int]:
-        return (self.source_samples, self.output_samples, self.nonfinite_samples)
+    def progress(self) -> tuple[int, int, int, int]:
+        return (self.source_samples, self.output_samples, self.nonfinite_samples, self.clipped_samples)
 
     def close(self) -> None:
         for obj in (self._sf, self._container, self._file):
@@ -295,17 +353,25 @@ class _Source:
             yield mono
 
     def _guarded(self, source: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        """Translate decoder errors raised mid-stream into AudioDecodeError."""
+        """Translate decoder errors raised mid-stream into AudioDecodeError.
+
+        A failed read is the cause whatever the decoder made of it (an error, or a clean EOF),
+        so it is checked first, after every block.
+        """
         while True:
             try:
                 block = next(source)
             except StopIteration:
+                self._check_read()
                 return
             except AudioDecodeError:
+                self._check_read()
                 raise
             except soundfile.LibsndfileError as e:
+                self._check_read()
                 raise self._corrupt(_sf_reason(e)) from e
             except Exception as e:
+                self._check_read()
                 if _is_av_error(e):
                     raise self._corrupt(_av_reason(e)) from e
                 if isinstance(e, OSError):  # the file object failed: network, permissions
@@ -314,7 +380,12 @@ class _Source:
                         f"{self.name}: read failed after {self.duration_s:.1f} s: {_io_reason(e)}",
                     ) from e
                 raise
+            self._check_read()
             yield block
+
+    def _check_read(self) -> None:
+        if self._file is not None:
+            self._file.check(self.name, f"after {self.duration_s:.1f} s")
 
     def _corrupt(self, reason: str) -> AudioDecodeError:
         return AudioDecodeError(
@@ -322,17 +393,29 @@ class _Source:
             f"{self.name}: decode failed after {self.duration_s:.1f} s: {reason}",
         )
 
-    def _fix_nonfinite(self, x: np.ndarray) -> np.ndarray:
-        """Zero NaN/Inf values (in place when possible) and count them, one per value."""
-        # A sum is a cheap screen (any NaN/Inf makes it non-finite); count and zero only then.
-        if np.isfinite(x.sum()):
-            return x
-        bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+    def _sanitise(self, x: np.ndarray) -> np.ndarray:
+        """Zero NaN/Inf values and clip absurdly large ones (in place when possible), counting each.
+
+        Without the clip, finite but huge float samples (a damaged float WAV holds values up to
+        3e38) overflow to Inf in the downmix or the resampler and reach the model.
+        """
+        # Cheap screen: a sum of squares (one BLAS pass) is non-finite when any value is NaN/Inf
+        # or as large as 2**64; only then count and fix.
+        flat = x.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(flat, flat)):
+                return x
+        finite = np.isfinite(x)
+        bad = x.size - int(np.count_nonzero(finite))
+        if not x.flags.writeable:
+            x = x.copy()
         if bad:
             self.nonfinite_samples += bad
-            if not x.flags.writeable:
-                x = x.copy()
             np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        clipped = int(np.count_nonzero(np.abs(x) > _MAX_ABS_SAMPLE))
+        if clipped:
+            self.clipped_samples += clipped
+            np.clip(x, -_MAX_ABS_SAMPLE, _MAX_ABS_SAMPLE, out=x)
         return x
 
     def _source_blocks(self) -> Iterator[np.ndarray]:
@@ -350,7 +433,7 @@ class _Source:
             x = sf.read(self._block, dtype="float32", always_2d=True, out=buf)
             if len(x) == 0:
                 return
-            yield downmix(self._fix_nonfinite(x))  # always a fresh array, so reusing buf is safe
+            yield downmix(self._sanitise(x))  # always a fresh array, so reusing buf is safe
 
     def _av_blocks(self) -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []
@@ -364,7 +447,7 @@ class _Source:
             x = _frame_to_float(frame)
             if len(x) == 0:
                 continue
-            mono = downmix(self._fix_nonfinite(x))
+            mono = downmix(self._sanitise(x))
             pending.append(mono)
             have += len(mono)
             while have >= self._block:
@@ -437,6 +520,9 @@ class AudioStream:
             sample value, so one bad stereo frame with both channels NaN counts 2. They are
             replaced by 0 before downmixing, so one bad value cannot poison the resampler's
             output around it.
+        clipped_samples: finite values beyond +-2**63 (garbage, e.g. from a damaged float WAV),
+            clipped to +-2**63 so that downmixing and resampling cannot overflow to Inf; counted
+            like ``nonfinite_samples``. Output blocks are therefore always finite.
     """
 
     def __init__(
@@ -446,6 +532,7 @@ class AudioStream:
         self.source_samples = 0
         self.output_samples = 0
         self.nonfinite_samples = 0
+        self.clipped_samples = 0
         self._name = display_path(uri)
         self._timeout_s = timeout_s
         self._waited_s = 0.0
@@ -541,9 +628,9 @@ class AudioStream:
         finally:
             self.close()
 
-    def _progress(self, counts: tuple[int, int, int] | None) -> None:
+    def _progress(self, counts: tuple[int, int, int, int] | None) -> None:
         if counts is not None:
-            self.source_samples, self.output_samples, self.nonfinite_samples = counts
+            self.source_samples, self.output_samples, self.nonfinite_samples, self.clipped_samples = counts
 
     def _raise(self, item: tuple[Any, ...]) -> None:
         assert item[0] == "error"
@@ -563,10 +650,11 @@ class AudioStream:
         except queue.Empty:
             self._abandoned = True
             self.close()
+            where = f"after {self.duration_s:.1f} s of audio" if hasattr(self, "info") else "while opening"
             raise AudioDecodeError(
                 "timeout",
                 f"{self._name}: decoding took longer than {self._timeout_s:g} s (the per-file decode "
-                f"timeout); stopped after {self.duration_s:.1f} s of audio",
+                f"timeout); stopped {where}",
             ) from None
         finally:
             self._waited_s += time.monotonic() - t0
@@ -623,7 +711,7 @@ def open_audio(
 def _open_source(uri: str, block_seconds: float, quality: str, max_duration_s: float | None) -> _Source:
     name = display_path(uri)
     try:
-        fileobj = _open_file(uri)
+        fileobj = _ReadTrap(_open_file(uri))
     except Exception as e:  # FileNotFoundError, PermissionError, network and auth errors
         raise AudioDecodeError("io_error", f"{name}: cannot open: {_io_reason(e)}") from e
     try:
@@ -654,7 +742,9 @@ def _io_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str, max_duration_s: float | None) -> _Source:
+def _open_decoder(
+    uri: str, fileobj: _ReadTrap, block_seconds: float, quality: str, max_duration_s: float | None
+) -> _Source:
     name = display_path(uri)
     try:
         size = fileobj.seek(0, 2)
@@ -667,10 +757,16 @@ def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str, ma
     try:
         sf = soundfile.SoundFile(fileobj)
     except soundfile.LibsndfileError as e:
+        fileobj.check(name, "while opening")
         sf_error = e
     except OSError as e:
         raise AudioDecodeError("io_error", f"{name}: read failed: {_io_reason(e)}") from e
     else:
+        try:
+            fileobj.check(name, "while opening")
+        except AudioDecodeError:
+            sf.close()
+            raise
         info = AudioInfo(sf.samplerate, sf.channels, f"{sf.format}/{sf.subtype}", "soundfile")
         return _Source(
             uri,
@@ -693,15 +789,18 @@ def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str, ma
 
     fileobj.seek(0)
     try:
-        container = av.open(fileobj, mode="r")
+        # Tags are not ours to judge: bytes that are not UTF-8 must not fail the file.
+        container = av.open(fileobj, mode="r", metadata_errors="replace")
     except av.FFmpegError as e:
+        fileobj.check(name, "while opening")
         kind = "unsupported_format" if sf_unrecognised else "corrupt"
         what = "no decoder can open it" if sf_unrecognised else "invalid file"
         raise AudioDecodeError(kind, f"{name}: {what} (libsndfile: {sf_reason}; PyAV: {_av_reason(e)})") from e
     except OSError as e:
         raise AudioDecodeError("io_error", f"{name}: read failed: {_io_reason(e)}") from e
     try:
-        return _open_av_stream(av, uri, fileobj, container, block_seconds, quality, max_duration_s)
+        fileobj.check(name, "while opening")
+        return _open_av_stream(av, uri, fileobj, container, block_seconds, quality, max_duration_s, sf_reason)
     except BaseException:
         container.close()
         raise
@@ -710,17 +809,23 @@ def _open_decoder(uri: str, fileobj: Any, block_seconds: float, quality: str, ma
 def _open_av_stream(
     av: ModuleType,
     uri: str,
-    fileobj: Any,
+    fileobj: _ReadTrap,
     container: Any,
     block_seconds: float,
     quality: str,
     max_duration_s: float | None,
+    sf_reason: str,
 ) -> _Source:
     name = display_path(uri)
     fmt = container.format.name
     if not container.streams.audio:
         raise AudioDecodeError("no_audio", f"{name}: {fmt} container has no audio stream")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # FFmpeg knows the container but has no decoder for the codec
+        raise AudioDecodeError(
+            "unsupported_format",
+            f"{name}: {fmt} audio stream in a codec no decoder here supports (libsndfile: {sf_reason})",
+        )
     codec = f"{fmt}/{stream.codec_context.name}"
     # Peek at the first frame: its rate and layout are what the decoder really outputs (header
     # values can differ, e.g. HE-AAC signals half its output rate).
@@ -728,7 +833,9 @@ def _open_av_stream(
     try:
         first = next(frames, None)
     except av.FFmpegError as e:
+        fileobj.check(name, "after 0.0 s")
         raise AudioDecodeError("corrupt", f"{name}: decode failed after 0.0 s: {_av_reason(e)}") from e
+    fileobj.check(name, "after 0.0 s")
     if first is None:
         raise AudioDecodeError("no_audio", f"{name}: {codec} stream contains no audio samples")
     info = AudioInfo(int(first.sample_rate), int(first.layout.nb_channels), codec, "pyav")
