@@ -64,7 +64,7 @@ class EmbedSettings:
     fingerprint: str = ""
 
 
-def _warning(n_samples: int, nonfinite: int) -> str | None:
+def _warning(n_samples: int, nonfinite: int, clipped: int = 0) -> str | None:
     notes = []
     if n_samples < framing.WINDOW_SAMPLES:
         notes.append(
@@ -72,6 +72,8 @@ def _warning(n_samples: int, nonfinite: int) -> str | None:
         )
     if nonfinite:
         notes.append(f"{nonfinite} NaN/Inf sample values replaced by 0")
+    if clipped:
+        notes.append(f"{clipped} absurdly large sample values (beyond +-2**63) clipped")
     return "; ".join(notes) or None
 
 
@@ -184,7 +186,7 @@ class _EmbedPartFn(beam.DoFn):
             channels=info.channels,
             format=info.format,
             decoder=info.decoder,
-            warning=_warning(framer.total_samples, stream.nonfinite_samples),
+            warning=_warning(framer.total_samples, stream.nonfinite_samples, stream.clipped_samples),
             nonfinite_samples=stream.nonfinite_samples,
             **identity,
         )
