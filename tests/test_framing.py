@@ -93,3 +93,31 @@ def test_hop_validation(hop_s, ok):
     else:
         with pytest.raises(ValueError, match="hop"):
             framing.hop_samples_from_seconds(hop_s)
+
+
+@pytest.mark.parametrize("n", [0, 15600, 100_000, 16000 * 65, 16000 * 3600 + 123])
+@pytest.mark.parametrize("shard,quantum", [(16000 * 30, 1), (16000 * 10, 160), (50_000, 320), (1, 1)])
+def test_segments_partition_the_frames(n, shard, quantum):
+    bounds = framing.segment_bounds(n, shard, quantum=quantum)
+    frames = []
+    for start, stop, first in bounds:
+        assert start % HOP_SAMPLES == 0 and start % quantum == 0 and first == start // HOP_SAMPLES
+        end = n if stop is None else stop
+        # frames starting in the segment: all of them must fit in what it reads
+        count = framing.num_frames(end - start) if stop is None else (stop - start - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+        frames += list(range(first, first + count))
+    assert frames == list(range(framing.num_frames(n)))  # none lost, none duplicated
+    assert bounds[-1][1] is None and all(b[1] is not None for b in bounds[:-1])
+
+
+def test_segmented_frames_equal_whole_signal_frames():
+    x = np.random.default_rng(3).standard_normal(16000 * 50 + 77).astype(np.float32)
+    whole = framing.frame_signal(x)
+    pieces = []
+    for start, stop, first in framing.segment_bounds(len(x), 16000 * 7, quantum=160):
+        framer = framing.StreamFramer()
+        seg = x[start:stop]
+        batches = list(framer.push(seg)) + (list(framer.finish()) if stop is None else [])
+        assert all(b.first_frame + first >= first for b in batches)
+        pieces += [b.frames for b in batches]
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)

@@ -188,3 +188,21 @@ def test_plan_resume_without_output():
 def test_files_table_accepts_rows_of_parts(tmp_path):
     table = pa.concat_tables([_existing([_row("/a.wav")]), _existing([_row("/b.wav", status="error")])])
     assert table.schema == schema.FILES_SCHEMA
+
+
+def test_segment_frames_are_committed_by_their_files_part(tmp_path):
+    for name in ["long-s00000", "long-s00001", "orphan-s00000"]:
+        w = PartWriter(str(tmp_path), name, schema.frames_schema(), schema.files_schema(), 4)
+        w.add(_frames(f"/{name.split('-')[0]}.wav", 2))
+        w.commit_frames()
+    w = PartWriter(str(tmp_path), "long", schema.frames_schema(), schema.files_schema(), 4)
+    w.commit([_row("/long.wav", frames=4, part="long")])  # the long file's marker, written last
+    out = OutputDir(str(tmp_path))
+    removed = out.remove_uncommitted()
+    assert [p.rsplit("/", 1)[1] for p in removed] == ["part-orphan-s00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        "part-long-s00000.parquet",
+        "part-long-s00001.parquet",
+    ]
+    assert out.drop_paths({"/long.wav"}) == ["long"]  # resume drops every segment with the file
+    assert not (tmp_path / "frames").exists() or not list((tmp_path / "frames").iterdir())

@@ -141,3 +141,26 @@ def frame_blocks(
     for block in blocks:
         yield from framer.push(block)
     yield from framer.finish()
+
+
+def segment_bounds(
+    n_samples: int, shard_samples: int, hop: int = HOP_SAMPLES, quantum: int = 1, window: int = WINDOW_SAMPLES
+) -> list[tuple[int, int | None, int]]:
+    """Splits a long signal into segments whose frames together are exactly the whole signal's frames.
+
+    Each segment is ``(start, stop, first_frame)`` in 16 kHz samples: it holds the frames starting
+    in ``[start, start + L)``, where ``L`` is the segment length rounded to a multiple of both the
+    hop (so frame starts line up) and ``quantum`` (so the source can be cut on a whole sample), and
+    reads ``window - hop`` samples beyond it for the last of those frames. The last segment has
+    ``stop=None``: it reads to the end of the file and pads the final frame, as a whole-file pass
+    does, so an ``n_samples`` that is only an estimate (from a header) cannot lose audio.
+    """
+    step = math.lcm(hop, quantum)
+    length = max(step, shard_samples // step * step)
+    bounds = []
+    start = 0
+    while start + length + window - hop < n_samples:
+        bounds.append((start, start + length + window - hop, start // hop))
+        start += length
+    bounds.append((start, None, start // hop))
+    return bounds

@@ -87,6 +87,13 @@ class YamnetOptions(PipelineOptions):
             help="About this many MB of input per output part; a larger file gets a part of its own.",
         )
         parser.add_argument(
+            "--shard_seconds",
+            type=float,
+            default=300,
+            help="Split seekable files longer than 1.5x this into segments of about this length, processed "
+            "in parallel (their frames equal a whole-file pass); 0 disables.",
+        )
+        parser.add_argument(
             "--decode_timeout_s",
             type=float,
             default=900,

@@ -50,6 +50,36 @@ class Part:
     files: tuple[InputFile, ...]
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a long file, decoded and embedded on its own so long files spread over workers.
+
+    Its frames go to ``frames/part-<part_id>-s<index>.parquet``; the file's single files row goes
+    to ``files/part-<part_id>.parquet`` once every segment is done (the commit marker).
+    ``start``/``stop`` are 16 kHz sample offsets (see :func:`yamnet_beam.framing.segment_bounds`).
+    """
+
+    file: InputFile
+    part_id: str
+    index: int
+    count: int
+    start: int
+    stop: int | None
+    first_frame: int
+
+    @property
+    def frames_name(self) -> str:
+        return f"{self.part_id}{SEGMENT_MARK}{self.index:05d}"
+
+
+SEGMENT_MARK = "-s"
+
+
+def long_file_part_id(item: InputFile, fp: str) -> str:
+    """The part id of a file that is split into segments: its own, independent of its old part."""
+    return _part_id([item], fp + "/segmented")
+
+
 def _part_id(files: Sequence[InputFile], fp: str) -> str:
     key = json.dumps([fp, [(f.path, f.size_bytes, f.mtime, f.etag) for f in files]], default=str)
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
@@ -87,6 +117,11 @@ def _part_id_of(path: str) -> str | None:
     return None
 
 
+def _marker_id(frames_id: str) -> str:
+    """The files part that commits a frames part: itself, or for a segment, its file's part."""
+    return frames_id.split(SEGMENT_MARK, 1)[0]
+
+
 class PartWriter:
     """Streams one part's frames into a temporary Parquet file; :meth:`commit` publishes frames, then files."""
 
@@ -110,6 +145,7 @@ class PartWriter:
         self._stream = None
         self._tmp_frames: str | None = None
         self.frames_written = 0
+        self.rows_added = 0  # rows accepted by add(), written or pending
 
     def _tmp(self, kind: str) -> str:
         # A unique temp name per attempt: two attempts of the same part never write one file.
@@ -119,6 +155,7 @@ class PartWriter:
         """Buffers frames rows; writes a row group whenever ``row_group_rows`` are pending."""
         self._pending.append(table)
         self._pending_rows += table.num_rows
+        self.rows_added += table.num_rows
         if self._pending_rows >= self._row_group_rows:
             self._flush()
 
@@ -136,10 +173,8 @@ class PartWriter:
         self.frames_written += table.num_rows
         self._pending, self._pending_rows = [], 0
 
-    def commit(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Publishes the part: frames file first, files file last (the commit marker)."""
-        from yamnet_beam.schema import files_table
-
+    def commit_frames(self) -> None:
+        """Publishes the frames file alone (a segment's; its file's files part commits it later)."""
         self._flush()
         if self._writer is not None:
             self._writer.close()
@@ -147,6 +182,12 @@ class PartWriter:
             self._writer = None
             self._fs.makedirs(f"{self._root}/{FRAMES_DIR}", exist_ok=True)
             self._fs.mv(self._tmp_frames, _name(f"{self._root}/{FRAMES_DIR}", self.part_id))
+
+    def commit(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Publishes the part: frames file first, files file last (the commit marker)."""
+        from yamnet_beam.schema import files_table
+
+        self.commit_frames()
         tmp_files = self._tmp("files")
         self._fs.makedirs(f"{self._root}/{TMP_DIR}", exist_ok=True)
         with self._fs.open(tmp_files, "wb") as f:
@@ -206,7 +247,7 @@ class OutputDir:
             self.fs.rm(tmp, recursive=True)
         committed = self._parts(FILES_DIR)
         for pid, path in self._parts(FRAMES_DIR).items():
-            if pid not in committed:
+            if _marker_id(pid) not in committed:
                 self.fs.rm(path)
                 removed.append(path)
         return removed
@@ -233,7 +274,9 @@ class OutputDir:
             return []
         keep = pa.array(sorted(paths), pa.string())
         touched = []
-        frames = self._parts(FRAMES_DIR)
+        frames: dict[str, list[str]] = {}
+        for fid, path in self._parts(FRAMES_DIR).items():
+            frames.setdefault(_marker_id(fid), []).append(path)
         for pid, files_path in sorted(self._parts(FILES_DIR).items()):
             with self.fs.open(files_path, "rb") as f:
                 files = pq.read_table(f)
@@ -241,9 +284,7 @@ class OutputDir:
             if not pc.any(mask).as_py():
                 continue
             touched.append(pid)
-            for path in [frames.get(pid), files_path]:
-                if path is None:
-                    continue
+            for path in [*sorted(frames.get(pid, [])), files_path]:
                 with self.fs.open(path, "rb") as f:
                     table = pq.read_table(f)  # keeps the schema and its key-value metadata
                 remaining = table.filter(pc.invert(pc.is_in(table.column("path"), value_set=keep)))

@@ -139,7 +139,12 @@ def _check_numbers(opts: YamnetOptions) -> int:
     for flag, value in positive.items():
         if not value > 0:
             raise OptionsError(f"{flag} must be > 0, got {value}")
-    for flag, value in {"--decode_timeout_s": opts.decode_timeout_s, "--max_duration_s": opts.max_duration_s}.items():
+    non_negative = {
+        "--decode_timeout_s": opts.decode_timeout_s,
+        "--max_duration_s": opts.max_duration_s,
+        "--shard_seconds": opts.shard_seconds,
+    }
+    for flag, value in non_negative.items():
         if value < 0:
             raise OptionsError(f"{flag} must be >= 0 (0 disables it), got {value}")
     if not 0 <= opts.fail_threshold <= 1:
@@ -183,6 +188,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         row_group_rows=opts.row_group_rows,
         decode_timeout_s=opts.decode_timeout_s or None,
         max_duration_s=max_duration,
+        shard_seconds=opts.shard_seconds or None,
         fingerprint=fp,
     )
     metadata = {

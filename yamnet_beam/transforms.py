@@ -19,9 +19,9 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from yamnet_beam import framing, schema
-from yamnet_beam.audio import AudioDecodeError, display_path, open_audio
+from yamnet_beam.audio import AudioDecodeError, display_path, open_audio, segment_quantum
 from yamnet_beam.inputs import InputFile, with_identity
-from yamnet_beam.parts import Part, PartWriter
+from yamnet_beam.parts import Part, PartWriter, Segment, long_file_part_id
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "yamnet_beam"
@@ -61,12 +61,16 @@ class EmbedSettings:
     row_group_rows: int = 4096
     decode_timeout_s: float | None = None
     max_duration_s: float | None = None
+    shard_seconds: float | None = None  # split seekable files longer than 1.5x this into segments
     fingerprint: str = ""
 
 
-def _warning(n_samples: int, nonfinite: int, clipped: int = 0) -> str | None:
+SEGMENTS_TAG = "segments"
+
+
+def _warning(n_samples: int | None, nonfinite: int, clipped: int = 0) -> str | None:
     notes = []
-    if n_samples < framing.WINDOW_SAMPLES:
+    if n_samples is not None and n_samples < framing.WINDOW_SAMPLES:
         notes.append(
             f"shorter than one window ({n_samples / framing.SAMPLE_RATE:.3f} s < 0.975 s): one zero-padded frame"
         )
@@ -77,11 +81,12 @@ def _warning(n_samples: int, nonfinite: int, clipped: int = 0) -> str | None:
     return "; ".join(notes) or None
 
 
-class _EmbedPartFn(beam.DoFn):
-    """Embeds every file of a part, streaming frames into the part's Parquet file, then commits the part.
+def _identity(item: InputFile, fingerprint: str, part_id: str) -> dict[str, Any]:
+    return dict(size_bytes=item.size_bytes, mtime=item.mtime, etag=item.etag, fingerprint=fingerprint, part=part_id)
 
-    Yields one files row per input (also written to ``files/``), for counting and summaries.
-    """
+
+class _ModelFn(beam.DoFn):
+    """Shared by the DoFns that run the model: picklable config in, model and counters built in setup()."""
 
     def __init__(
         self,
@@ -115,30 +120,116 @@ class _EmbedPartFn(beam.DoFn):
         self._build_ms = Metrics.counter(METRICS_NAMESPACE, "arrow_ms")
         self._write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
         self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
+        self._segment_count = Metrics.counter(METRICS_NAMESPACE, "segments")
 
-    def process(self, part: Part) -> Iterator[dict[str, Any]]:
-        writer = PartWriter(
-            self._output, part.id, self._frames_schema, self._files_schema, self._settings.row_group_rows
-        )
-        try:
-            rows = [self.embed_file(item, part.id, writer) for item in part.files]
+    def _writer(self, part_id: str) -> PartWriter:
+        return PartWriter(self._output, part_id, self._frames_schema, self._files_schema, self._settings.row_group_rows)
+
+    def _stream_frames(
+        self,
+        path: str,
+        stream,
+        framer: framing.StreamFramer,
+        writer: PartWriter,
+        first_frame: int,
+        start_sample: int,
+        finish: bool,
+    ) -> int:
+        """Frames the stream's blocks into ``writer``; returns how many frames were written."""
+        emitted = 0
+        blocks = stream.blocks()
+        while True:
             t0 = time.perf_counter()
-            writer.commit(rows)
+            block = next(blocks, None)
+            self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
+            if block is None and not finish:
+                return emitted
+            for batch in framer.finish() if block is None else framer.push(block):
+                writer.add(self._frames_table(path, batch, first_frame, start_sample + framer.total_samples))
+                emitted += len(batch)
+            if block is None:
+                return emitted
+
+    def _frames_table(self, path: str, batch: framing.FrameBatch, first_frame: int, total_samples: int) -> pa.Table:
+        """Runs the model on a batch of frames; ``first_frame`` offsets a segment's numbering."""
+        hop = self._settings.hop_samples
+        index = first_frame + batch.first_frame
+        t0 = time.perf_counter()
+        scores, embeddings = self._model.predict(batch.frames)
+        t1 = time.perf_counter()
+        start_s, end_s = framing.frame_times(index, len(batch), hop)
+        valid = framing.valid_samples(index, len(batch), total_samples, hop)
+        table = schema.frames_table(
+            self._plain_schema, path, index, start_s, end_s, valid, scores, embeddings, self._labels
+        )
+        self._infer_ms.inc(int((t1 - t0) * 1000))
+        self._build_ms.inc(int((time.perf_counter() - t1) * 1000))
+        return table
+
+    def _count(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["status"] == schema.STATUS_OK:
+            self._files_ok.inc()
+        else:
+            Metrics.counter(METRICS_NAMESPACE, f"files_error_{row['error_kind']}").inc()
+            self._files_error.inc()
+            _LOG.warning("%s (%s)", row["error"], row["error_kind"])  # the reason names the file
+        self._frames.inc(row["frames"])
+        self._audio_ms.inc(int((row["duration_s"] or 0) * 1000))
+        self._nonfinite.inc(row["nonfinite_samples"] or 0)
+        return row
+
+
+class _EmbedPartFn(_ModelFn):
+    """Embeds every file of a part, streaming frames into the part's Parquet file, then commits the part.
+
+    Yields one files row per input (also written to ``files/``), for counting and summaries. A long,
+    seekable file is not embedded here: it is handed on as segments (tagged output ``segments``).
+    """
+
+    def process(self, part: Part) -> Iterator[Any]:
+        writer = self._writer(part.id)
+        rows, segments = [], []
+        try:
+            for item in part.files:
+                result = self.embed_file(item, part.id, writer)
+                if isinstance(result, list):
+                    segments += result
+                else:
+                    rows.append(result)
+            t0 = time.perf_counter()
+            if rows:
+                writer.commit(rows)
             self._write_ms.inc(int((time.perf_counter() - t0) * 1000))
         except BaseException:
             writer.abort()
             raise
-        yield from rows
+        for row in rows:
+            yield self._count(row)
+        for seg in segments:
+            yield beam.pvalue.TaggedOutput(SEGMENTS_TAG, seg)
 
-    def embed_file(self, item: InputFile, part_id: str, writer: PartWriter) -> dict[str, Any]:
-        """Streams one file through decode, framing and the model into ``writer``; returns its files row."""
+    def _plan_segments(self, item: InputFile, info) -> list[Segment] | None:
+        s = self._settings
+        if not (s.shard_seconds and s.max_duration_s is None and info.seekable and info.frames):
+            return None
+        n_estimate = info.frames * framing.SAMPLE_RATE // info.sample_rate
+        if n_estimate <= 1.5 * s.shard_seconds * framing.SAMPLE_RATE:
+            return None
+        bounds = framing.segment_bounds(
+            n_estimate, int(s.shard_seconds * framing.SAMPLE_RATE), s.hop_samples, segment_quantum(info.sample_rate)
+        )
+        pid = long_file_part_id(item, s.fingerprint)
+        return [Segment(item, pid, i, len(bounds), start, stop, first) for i, (start, stop, first) in enumerate(bounds)]
+
+    def embed_file(self, item: InputFile, part_id: str, writer: PartWriter) -> dict[str, Any] | list[Segment]:
+        """Streams one file through decode, framing and the model into ``writer``; returns its files row
+        (or, for a long seekable file, the segments to process instead)."""
         s = self._settings
         item = with_identity(item)
         path = display_path(item.path)
-        identity = dict(
-            size_bytes=item.size_bytes, mtime=item.mtime, etag=item.etag, fingerprint=s.fingerprint, part=part_id
-        )
+        identity = _identity(item, s.fingerprint, part_id)
         framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
+        before = writer.rows_added
         emitted = 0
         info = None
         stream = None
@@ -150,33 +241,23 @@ class _EmbedPartFn(beam.DoFn):
                 max_duration_s=s.max_duration_s,
             ) as stream:
                 info = stream.info
-                blocks = stream.blocks()
-                while True:
-                    t0 = time.perf_counter()
-                    block = next(blocks, None)
-                    self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
-                    for batch in framer.finish() if block is None else framer.push(block):
-                        writer.add(self._frames_table(path, batch, framer.total_samples))
-                        emitted += len(batch)
-                    if block is None:
-                        break
+                segments = self._plan_segments(item, info)
+                if segments:
+                    self._segment_count.inc(len(segments))
+                    return segments
+                emitted = self._stream_frames(path, stream, framer, writer, 0, 0, finish=True)
         except AudioDecodeError as e:
             try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
                 if framer.total_samples and not framer.finished:
                     for batch in framer.finish():
-                        writer.add(self._frames_table(path, batch, framer.total_samples))
-                        emitted += len(batch)
+                        writer.add(self._frames_table(path, batch, 0, framer.total_samples))
             except Exception:
                 _LOG.exception("Could not keep the frames decoded before the failure of %s", path)
-            return self._error_row(path, identity, info, stream, emitted, e.kind, str(e))
+            return self._error_row(path, identity, info, stream, writer.rows_added - before, e.kind, str(e))
         except Exception as e:  # a bug or a model failure must still leave a row, never a lost file
             _LOG.exception("Unexpected failure on %s", path)
             reason = f"{type(e).__name__}: {e} ({traceback.format_exc(limit=2).splitlines()[-1]})"
-            return self._error_row(path, identity, info, stream, emitted, "internal", reason)
-        self._files_ok.inc()
-        self._frames.inc(emitted)
-        self._audio_ms.inc(int(stream.duration_s * 1000))
-        self._nonfinite.inc(stream.nonfinite_samples)
+            return self._error_row(path, identity, info, stream, writer.rows_added - before, "internal", reason)
         return schema.file_row(
             path,
             status=schema.STATUS_OK,
@@ -191,25 +272,7 @@ class _EmbedPartFn(beam.DoFn):
             **identity,
         )
 
-    def _frames_table(self, path: str, batch: framing.FrameBatch, total_samples: int) -> pa.Table:
-        hop = self._settings.hop_samples
-        t0 = time.perf_counter()
-        scores, embeddings = self._model.predict(batch.frames)
-        t1 = time.perf_counter()
-        start_s, end_s = framing.frame_times(batch.first_frame, len(batch), hop)
-        valid = framing.valid_samples(batch.first_frame, len(batch), total_samples, hop)
-        table = schema.frames_table(
-            self._plain_schema, path, batch.first_frame, start_s, end_s, valid, scores, embeddings, self._labels
-        )
-        self._infer_ms.inc(int((t1 - t0) * 1000))
-        self._build_ms.inc(int((time.perf_counter() - t1) * 1000))
-        return table
-
     def _error_row(self, path, identity, info, stream, emitted, kind, reason) -> dict[str, Any]:
-        Metrics.counter(METRICS_NAMESPACE, f"files_error_{kind}").inc()
-        self._files_error.inc()
-        self._frames.inc(emitted)
-        _LOG.warning("%s (%s)", reason, kind)  # the reason names the file
         return schema.file_row(
             path,
             status=schema.STATUS_ERROR,
@@ -226,11 +289,103 @@ class _EmbedPartFn(beam.DoFn):
         )
 
 
+class _EmbedSegmentFn(_ModelFn):
+    """Embeds one segment of a long file and commits its frames; yields ``(part_id, result)`` for the file's row."""
+
+    def process(self, seg: Segment) -> Iterator[tuple[str, dict[str, Any]]]:
+        s = self._settings
+        path = display_path(seg.file.path)
+        writer = self._writer(seg.frames_name)
+        framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
+        result: dict[str, Any] = {"index": seg.index, "count": seg.count, "error_kind": None, "error": None}
+        stream = None
+        try:
+            try:
+                with open_audio(
+                    seg.file.path,
+                    block_seconds=s.block_seconds,
+                    timeout_s=s.decode_timeout_s,
+                    segment=(seg.start, seg.stop),
+                ) as stream:
+                    result["info"] = stream.info
+                    last = seg.stop is None
+                    emitted = self._stream_frames(path, stream, framer, writer, seg.first_frame, seg.start, last)
+                if not last and emitted != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1:
+                    raise AudioDecodeError(
+                        "corrupt",
+                        f"{path}: audio ends at {(seg.start + framer.total_samples) / 16000:.1f} s, "
+                        "before the length its header gives",
+                    )
+            except AudioDecodeError as e:
+                result["error_kind"], result["error"] = e.kind, str(e)
+            except Exception as e:  # never lose the file: its row will say what happened
+                _LOG.exception("Unexpected failure on %s, segment %d", path, seg.index)
+                result["error_kind"], result["error"] = "internal", f"{type(e).__name__}: {e}"
+            t0 = time.perf_counter()
+            writer.commit_frames()
+            self._write_ms.inc(int((time.perf_counter() - t0) * 1000))
+        except BaseException:
+            writer.abort()
+            raise
+        result["frames"] = writer.rows_added
+        result["output_samples"] = framer.total_samples
+        if stream is not None:
+            source = stream.source_samples  # the last segment counts to the end of the file
+            if seg.stop is not None and result["error_kind"] is None:
+                # segments overlap by window - hop; each owns the audio up to the next one's start
+                own = seg.stop - (framing.WINDOW_SAMPLES - s.hop_samples) - seg.start
+                source = own * stream.info.sample_rate // framing.SAMPLE_RATE
+            result.update(source_samples=source, nonfinite=stream.nonfinite_samples, clipped=stream.clipped_samples)
+        yield seg.part_id, {"segment": seg, **result}
+
+
+class _CommitSegmentedFileFn(_ModelFn):
+    """Once every segment of a long file is done, writes its one files row: the file's commit marker."""
+
+    def setup(self):  # no model needed here: only counters
+        self._labels = np.asarray(self._label_names, dtype=object)
+        self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
+        self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
+        self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
+        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
+        self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
+
+    def process(self, element: tuple[str, Sequence[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        part_id, results = element
+        results = sorted(results, key=lambda r: r["index"])
+        seg = results[0]["segment"]
+        if [r["index"] for r in results] != list(range(seg.count)):  # a runner bug, not a file problem
+            raise RuntimeError(f"segments of {seg.file.path} incomplete: {[r['index'] for r in results]}")
+        info = next((r["info"] for r in results if r.get("info")), None)
+        failed = next((r for r in results if r["error_kind"]), None)
+        source = sum(r.get("source_samples", 0) for r in results)
+        nonfinite = sum(r.get("nonfinite", 0) for r in results)
+        row = schema.file_row(
+            display_path(seg.file.path),
+            status=schema.STATUS_ERROR if failed else schema.STATUS_OK,
+            error_kind=failed["error_kind"] if failed else None,
+            error=failed["error"] if failed else None,
+            frames=sum(r["frames"] for r in results),
+            duration_s=source / info.sample_rate if info else None,
+            sample_rate=info.sample_rate if info else None,
+            channels=info.channels if info else None,
+            format=info.format if info else None,
+            decoder=info.decoder if info else None,
+            warning=_warning(None, nonfinite, sum(r.get("clipped", 0) for r in results)),
+            nonfinite_samples=nonfinite,
+            **_identity(seg.file, self._settings.fingerprint, part_id),
+        )
+        self._writer(part_id).commit([row])
+        yield self._count(row)
+
+
 class EmbedAudioParts(beam.PTransform):
     """``Part`` elements -> files rows; each part's frames and files are committed to ``output`` as it ends.
 
     Every input yields exactly one files row; frames of a file that fails part-way (truncated, too
     long, timed out) are kept and counted in its row, so the audio before the failure is not lost.
+    Long seekable files are split into segments (``shard_seconds``) that are spread over workers like
+    parts, so one recording cannot pin a worker for hours; their frames equal a whole-file pass.
     """
 
     def __init__(
@@ -243,7 +398,22 @@ class EmbedAudioParts(beam.PTransform):
         settings: EmbedSettings,
     ):
         super().__init__()
-        self._fn = _EmbedPartFn(model_loader, label_names, frames_schema, files_schema, output, settings)
+        args = (model_loader, label_names, frames_schema, files_schema, output, settings)
+        self._part_fn = _EmbedPartFn(*args)
+        self._segment_fn = _EmbedSegmentFn(*args)
+        self._commit_fn = _CommitSegmentedFileFn(*args)
 
     def expand(self, parts):
-        return parts | "SpreadParts" >> beam.Reshuffle() | "EmbedAndCommit" >> beam.ParDo(self._fn)
+        results = (
+            parts
+            | "SpreadParts" >> beam.Reshuffle()
+            | "EmbedAndCommit" >> beam.ParDo(self._part_fn).with_outputs(SEGMENTS_TAG, main="files")
+        )
+        long_files = (
+            results[SEGMENTS_TAG]
+            | "SpreadSegments" >> beam.Reshuffle()
+            | "EmbedSegments" >> beam.ParDo(self._segment_fn)
+            | "GroupSegments" >> beam.GroupByKey()
+            | "CommitLongFiles" >> beam.ParDo(self._commit_fn)
+        )
+        return (results.files, long_files) | "AllFiles" >> beam.Flatten()
