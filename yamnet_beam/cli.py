@@ -121,6 +121,7 @@ def _add_downstream_parsers(sub) -> None:
     sim.add_argument("--files", action="store_true", help="rank files by their most similar frame")
     sim.add_argument("--path", help="search only paths matching this glob")
     sim.add_argument("--model", help="model for --to audio not in the output (default: the run's, manifest.json)")
+    sim.add_argument("--no_cache", action="store_true", help="scan the Parquet; do not use or write the cache")
     summ = qsub.add_parser("summary", parents=[fmt], help="files ok/error by kind, audio hours, frequent classes")
     summ.add_argument("--top", type=int, default=10, help="most frequent top labels to list")
     pool = sub.add_parser("pool", help="write the clip table: one row per file, pooled scores and embedding")
@@ -169,7 +170,7 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
             vector = q.frame_vector(out, *q.parse_frame_ref(args.frame))
         else:
             vector = q.file_vector(out, *q.parse_file_ref(args.to), model_uri=args.model)
-        table = q.similar(out, vector, args.k, args.files, args.path)
+        table = q.similar(out, vector, args.k, args.files, args.path, cache=not args.no_cache)
         if args.format == "table" and not args.dest:
             print(f"query: {vector.source}")
     else:
