@@ -51,7 +51,7 @@ def test_segment_audio_equals_whole_file(long_files, name, shard_s):
     bounds = framing.segment_bounds(len(whole), int(shard_s * 16000), quantum=segment_quantum(info.sample_rate))
     assert len(bounds) > 2
     frames = []
-    for start, stop, first in bounds:
+    for start, stop, _first in bounds:
         with open_audio(str(path), segment=(start, stop)) as stream:
             seg = np.concatenate(list(stream.blocks()))
         framer = framing.StreamFramer()
@@ -142,3 +142,12 @@ def test_sharded_files_have_one_marker_and_segment_parts(runs):
     assert sum("-s0000" in n for n in names) >= 3 * 4  # three long files, >= 4 segments each
     files = pq.read_table(sharded / "files").to_pylist()
     assert len(files) == 4 and len({r["path"] for r in files}) == 4
+
+
+def test_queries_see_segment_frames(runs):
+    """Readers keep only committed frames parts: a long file's segment parts count as committed."""
+    from yamnet_beam import query
+
+    whole, sharded = runs
+    tops = [query.top_classes(query.open_output(str(out)), k=3).sort_by("path").to_pylist() for out in runs]
+    assert tops[0] == tops[1] and len({r["path"] for r in tops[0]}) == 4

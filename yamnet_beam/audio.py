@@ -123,11 +123,12 @@ class AudioInfo:
     seekable: bool = False  # whether a segment of it can be decoded without decoding what precedes it
 
 
-#: Resampling works on a fixed grid of 4 s output chunks, each resampled on its own with 0.1 s of
-#: context on both sides (5 % more resampling, which is cheap next to the model). The 16 kHz signal is then a function of the source alone, not of how
-#: it was read: a segment starting on the grid (see :func:`segment_quantum`) gets bit-identical
-#: samples to a whole-file decode. (A streaming resampler started mid-file differs by float
-#: rounding, and YAMNet's runtime-quantised activations turn 1e-7 into score jumps of 0.04.)
+#: Resampling works on a fixed grid of 4 s output chunks, each resampled on its own with 0.1 s
+#: of context on both sides (5 % more resampling, cheap next to the model). The 16 kHz signal is
+#: then a function of the source alone, not of how it was read: a segment starting on the grid
+#: (see :func:`segment_quantum`) gets bit-identical samples to a whole-file decode. (A streaming
+#: resampler started mid-file differs by float rounding, and YAMNet's runtime-quantised
+#: activations turn 1e-7 into score jumps of 0.04.)
 RESAMPLE_CHUNK = 4 * TARGET_SAMPLE_RATE  # a multiple of 16000: a whole number of source samples at any rate
 _CONTEXT_OUT = 1600
 

@@ -122,6 +122,15 @@ def _marker_id(frames_id: str) -> str:
     return frames_id.split(SEGMENT_MARK, 1)[0]
 
 
+def committed_frames(frames_paths: Iterable[str], files_paths: Iterable[str]) -> list[str]:
+    """The frames files whose commit marker (files part) exists: what readers may use.
+
+    Anything else is the leftover of an interrupted commit, which the next run removes.
+    """
+    markers = {_part_id_of(p) for p in files_paths}
+    return [p for p in frames_paths if (pid := _part_id_of(p)) is not None and _marker_id(pid) in markers]
+
+
 class PartWriter:
     """Streams one part's frames into a temporary Parquet file; :meth:`commit` publishes frames, then files."""
 
@@ -245,9 +254,10 @@ class OutputDir:
         if self.fs.exists(tmp):
             removed += self.fs.ls(tmp, detail=False)
             self.fs.rm(tmp, recursive=True)
-        committed = self._parts(FILES_DIR)
-        for pid, path in self._parts(FRAMES_DIR).items():
-            if _marker_id(pid) not in committed:
+        frames = list(self._parts(FRAMES_DIR).values())
+        keep = set(committed_frames(frames, self._parts(FILES_DIR).values()))
+        for path in frames:
+            if path not in keep:
                 self.fs.rm(path)
                 removed.append(path)
         return removed

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from yamnet_beam import framing, schema
 from yamnet_beam.labels import Labels, LabelsError, load_class_map
+from yamnet_beam.parts import committed_frames
 
 _LOG = logging.getLogger(__name__)
 FORMATS = ("table", "csv", "json", "parquet")
@@ -164,8 +165,7 @@ def open_output(output: str) -> Output:
     if file_files:
         # A frames part is committed once its files part exists (see yamnet_beam.parts): skip leftovers
         # of an interrupted commit, which the next run removes anyway.
-        committed = {u.rsplit("/", 1)[-1] for u in file_files}
-        frame_files = [u for u in frame_files if u.rsplit("/", 1)[-1] in committed]
+        frame_files = committed_frames(frame_files, file_files)
     if not frame_files and not file_files:
         raise QueryError(f"{output} has no frames/ or files/ tables: is it the --output of a yamnet-beam run?")
     manifest: dict[str, Any] = {}
