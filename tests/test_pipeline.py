@@ -306,3 +306,26 @@ def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, clas
     np.testing.assert_array_equal(emb, frames[:, :1024])
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["model_kind"] == "variable"
+
+
+def test_progress_counts_committed_parts(tmp_path):
+    """The progress line is computed from committed files/ parts, so it works on any runner."""
+    import io
+
+    from yamnet_beam.parts import OutputDir, PartWriter
+    from yamnet_beam.pipeline import _Progress
+
+    def commit(pid, durations):
+        rows = [
+            schema.file_row(f"/{pid}{i}.wav", status="ok", duration_s=d, fingerprint="f", part=pid)
+            for i, d in enumerate(durations)
+        ]
+        PartWriter(str(tmp_path), pid, schema.frames_schema(), schema.files_schema()).commit(rows)
+
+    commit("old", [3600.0])  # done by an earlier run: not counted
+    progress = _Progress(OutputDir(str(tmp_path)), total_files=5, interval_s=0, stream=io.StringIO())
+    assert progress.poll().startswith("yamnet-beam: 0/5 files done, 0.00 h audio")
+    commit("a", [1800.0, 1800.0])
+    commit("b", [None])  # an error row: a file done, no audio
+    assert progress.poll().startswith("yamnet-beam: 3/5 files done, 1.00 h audio")
+    assert progress.poll().startswith("yamnet-beam: 3/5 files done, 1.00 h audio")  # nothing counted twice

@@ -108,6 +108,12 @@ class YamnetOptions(PipelineOptions):
             "of their first max_duration_s seconds and end as error 'too_long'.",
         )
         parser.add_argument(
+            "--progress_interval_s",
+            type=float,
+            default=30,
+            help="Print a progress line (files done/total, audio hours, realtime factor) this often; 0: never.",
+        )
+        parser.add_argument(
             "--fail_threshold",
             type=float,
             default=1.0,

@@ -262,16 +262,23 @@ class OutputDir:
                 removed.append(path)
         return removed
 
-    def read_files(self, columns: Sequence[str] | None = None) -> pa.Table | None:
-        """All committed files/ rows, or None when there are none."""
-        parts = sorted(self._parts(FILES_DIR).values())
-        if not parts:
-            return None
+    def committed_parts(self) -> set[str]:
+        """Paths of the committed files parts (the commit markers)."""
+        return set(self._parts(FILES_DIR).values())
+
+    def read_parts(self, paths: Iterable[str], columns: Sequence[str] | None = None) -> list[pa.Table]:
         tables = []
-        for p in parts:
+        for p in sorted(paths):
             with self.fs.open(p, "rb") as f:
                 tables.append(pq.read_table(f, columns=list(columns) if columns else None))
-        return pa.concat_tables(tables, promote_options="permissive")
+        return tables
+
+    def read_files(self, columns: Sequence[str] | None = None) -> pa.Table | None:
+        """All committed files/ rows, or None when there are none."""
+        parts = self._parts(FILES_DIR).values()
+        if not parts:
+            return None
+        return pa.concat_tables(self.read_parts(parts, columns), promote_options="permissive")
 
     def drop_paths(self, paths: set[str]) -> list[str]:
         """Rewrites the committed parts holding rows of ``paths`` without them (frames first, then files).

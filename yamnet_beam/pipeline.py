@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -283,6 +284,50 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
         json.dump(manifest, f, indent=2, sort_keys=True, default=str)
 
 
+class _Progress:
+    """Reports progress while a run goes on, from what it has committed: runner-agnostic (local,
+    Dataflow or Flink alike), since files/ parts are the record of what is done."""
+
+    def __init__(self, out: OutputDir, total_files: int, interval_s: float, stream=None):
+        self._out, self._total, self._interval = out, total_files, interval_s
+        self._stream = stream or sys.stderr
+        self._seen = out.committed_parts()
+        self._files = 0
+        self._audio_s = 0.0
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="yamnet-beam-progress", daemon=True)
+
+    def __enter__(self):
+        if self._interval > 0 and self._total:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def poll(self) -> str:
+        new = self._out.committed_parts() - self._seen
+        for table in self._out.read_parts(new, ["duration_s"]):
+            self._files += table.num_rows
+            self._audio_s += sum(d for d in table.column("duration_s").to_pylist() if d)
+        self._seen |= new
+        wall = time.perf_counter() - self._t0
+        return (
+            f"yamnet-beam: {self._files}/{self._total} files done, {self._audio_s / 3600:.2f} h audio, "
+            f"{self._audio_s / wall if wall else 0:.0f}x realtime, {wall:.0f} s"
+        )
+
+    def _loop(self):
+        while not self._stop.wait(self._interval):
+            try:
+                print(self.poll(), file=self._stream, flush=True)
+            except Exception as e:  # progress must never break a run
+                _LOG.debug("progress poll failed: %s", e)
+
+
 def run(
     argv: Sequence[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
@@ -321,7 +366,8 @@ def run(
     if plan.parts:
         p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
         build_pipeline(p, plan, opts, model_loader)
-        p.run().wait_until_finish()
+        with _Progress(out, len(plan.todo), opts.progress_interval_s):
+            p.run().wait_until_finish()
     wall_s = time.perf_counter() - t0
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
     summary = summarize(plan.output, len(plan.inputs), wall_s, processed=len(plan.todo))
