@@ -371,3 +371,19 @@ def test_tables_are_deterministic_across_part_sizes(tmp_path, fixtures_dir, mode
     run([*base, "--output", str(tmp_path / "a"), "--part_files", "1"])
     run([*base, "--output", str(tmp_path / "b"), "--part_files", "100", "--frames_per_batch", "3"])
     _assert_same_rows(tmp_path / "a", tmp_path / "b")
+
+
+def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_path, class_map_path):
+    run(
+        [
+            "--input",
+            str(fixtures_dir / "tone_1khz_16k.wav"),
+            "--output",
+            str(tmp_path / "o"),
+            "--model",
+            str(model_path),
+            "--class_map",
+            str(class_map_path),
+        ]
+    )
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["files", "frames", "labels.csv", "manifest.json"]

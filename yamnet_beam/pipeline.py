@@ -369,6 +369,7 @@ def run(
         with _Progress(out, len(plan.todo), opts.progress_interval_s):
             p.run().wait_until_finish()
     wall_s = time.perf_counter() - t0
+    out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
     summary = summarize(plan.output, len(plan.inputs), wall_s, processed=len(plan.todo))
     _write_manifest(plan, opts, summary, started)
