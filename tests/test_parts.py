@@ -15,28 +15,37 @@ def _inputs(n, size=10):
 
 
 @pytest.mark.parametrize(
-    "n,max_files,max_bytes,sizes",
-    [(10, 3, 1000, [3, 3, 3, 1]), (5, 64, 25, [2, 2, 1]), (1, 1, 1, [1]), (0, 4, 100, [])],
+    "n,max_files,max_bytes,min_parts,sizes",
+    [
+        (10, 3, 1000, 1, [3, 3, 3, 1]),
+        (5, 64, 25, 1, [2, 2, 1]),
+        (1, 1, 1, 1, [1]),
+        (0, 4, 100, 1, []),
+        (24, 64, 10**6, 16, [2] * 12),  # few small files are still spread over several parts
+        (10, 64, 10**6, 16, [1] * 10),
+        (100, 3, 10**6, 16, [3] * 33 + [1]),
+    ],
 )
-def test_plan_parts_groups_in_order(n, max_files, max_bytes, sizes):
-    parts = plan_parts(_inputs(n), "fp", max_files, max_bytes)
+def test_plan_parts_groups_in_order(n, max_files, max_bytes, min_parts, sizes):
+    parts = plan_parts(_inputs(n), "fp", max_files, max_bytes, min_parts)
     assert [len(p.files) for p in parts] == sizes
     assert [f for p in parts for f in p.files] == _inputs(n)  # every input once, in order
     assert len({p.id for p in parts}) == len(parts)
 
 
 def test_part_ids_depend_on_inputs_and_fingerprint():
-    a = plan_parts(_inputs(4), "fp", 2)
-    assert [p.id for p in a] == [p.id for p in plan_parts(_inputs(4), "fp", 2)]  # deterministic
-    assert a[0].id != plan_parts(_inputs(4), "other", 2)[0].id
+    a = plan_parts(_inputs(4), "fp", 2, min_parts=1)
+    assert [p.id for p in a] == [p.id for p in plan_parts(_inputs(4), "fp", 2, min_parts=1)]  # deterministic
+    assert a[0].id != plan_parts(_inputs(4), "other", 2, min_parts=1)[0].id
     changed = _inputs(4)
     changed[0] = InputFile("/a/0.wav", 11, 100.0, None)
-    assert plan_parts(changed, "fp", 2)[0].id != a[0].id and plan_parts(changed, "fp", 2)[1].id == a[1].id
+    b = plan_parts(changed, "fp", 2, min_parts=1)
+    assert b[0].id != a[0].id and b[1].id == a[1].id
 
 
 def test_large_file_gets_its_own_part():
     files = [InputFile("/a/small1", 10), InputFile("/a/huge", 10_000), InputFile("/a/small2", 10)]
-    assert [len(p.files) for p in plan_parts(files, "fp", 64, 100)] == [1, 1, 1]
+    assert [len(p.files) for p in plan_parts(files, "fp", 64, 100, min_parts=1)] == [1, 1, 1]
 
 
 def test_fingerprint_is_order_insensitive_and_sensitive_to_values():

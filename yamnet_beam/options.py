@@ -83,7 +83,7 @@ class YamnetOptions(PipelineOptions):
         parser.add_argument(
             "--part_mb",
             type=float,
-            default=256,
+            default=64,
             help="About this many MB of input per output part; a larger file gets a part of its own.",
         )
         parser.add_argument(
