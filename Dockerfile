@@ -8,3 +8,5 @@ WORKDIR /opt/yamnet-beam
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY yamnet_beam ./yamnet_beam
 RUN pip install --no-cache-dir ".[av,gcp]" && python -c "import yamnet_beam.pipeline, av"
+# At most two glibc malloc arenas: per-thread arenas retained ~100 MB per SDK process on long files.
+ENV MALLOC_ARENA_MAX=2

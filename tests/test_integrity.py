@@ -321,6 +321,8 @@ def test_resume_skips_done_and_redoes_changed(tmp_path, model_path, class_map_pa
     sf.write(d / "clip_03.wav", _tone(4, freq=300), SR)
     s = run(["--input", str(d), "--output", str(out), "--mode", "resume", *base])
     assert s.files_processed == 2  # the new one and the changed one; the unchanged corrupt file stays as it was
+    assert s.audio_hours_processed * 3600 == pytest.approx(2 + 4)  # its realtime factor counts its own work only
+    assert s.audio_hours * 3600 == pytest.approx(3 * 3 + 2 + 4)
     ref = tmp_path / "ref"
     run(["--input", str(d), "--output", str(ref), *base])
     _assert_same_rows(out, ref)

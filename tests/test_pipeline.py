@@ -329,3 +329,29 @@ def test_progress_counts_committed_parts(tmp_path):
     commit("b", [None])  # an error row: a file done, no audio
     assert progress.poll().startswith("yamnet-beam: 3/5 files done, 1.00 h audio")
     assert progress.poll().startswith("yamnet-beam: 3/5 files done, 1.00 h audio")  # nothing counted twice
+
+
+def test_counters_per_kind_and_stage(tmp_path, fixtures_dir, model_path, class_map_path):
+    """Beam counters: files ok/error by kind, frames, audio, per-stage time, model load time and size."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ["tone_1khz_16k.wav", "speech_48k_stereo.flac", "bad_text.wav", "bad_empty.wav"]:
+        shutil.copy(fixtures_dir / name, d / name)
+    opts = PipelineOptions(_argv(d, tmp_path / "o", model_path, class_map_path)).view_as(YamnetOptions)
+    plan = plan_run(opts)
+    p = beam_test_pipeline.TestPipeline()
+    build_pipeline(p, plan, opts)
+    result = p.run()
+    result.wait_until_finish()
+    metrics = result.metrics().query(MetricsFilter().with_namespace("yamnet_beam"))
+    counters = {m.key.metric.name: m.committed for m in metrics["counters"]}
+    dists = {m.key.metric.name: m.committed for m in metrics["distributions"]}
+    assert counters["files_ok"] == 2 and counters["files_error"] == 2
+    assert counters["files_error_unsupported_format"] == 1 and counters["files_error_empty_file"] == 1
+    expected = sum(_expected_frames(d / n) for n in ["tone_1khz_16k.wav", "speech_48k_stereo.flac"])
+    assert counters["frames"] == expected
+    assert counters["audio_ms"] == pytest.approx(4000 + 10_030, abs=50)  # 4 s tone + the 10.03 s speech
+    assert counters["infer_ms"] > 0 and "decode_ms" in counters and "write_ms" in counters
+    assert dists["model_bytes"].max == model_path.stat().st_size and dists["model_load_ms"].count >= 1

@@ -135,7 +135,8 @@ class _ModelFn(beam.DoFn):
         self._model = self._model_loader.load()
         self._labels = np.asarray(self._label_names, dtype=object)
         self._plain_schema = self._frames_schema.remove_metadata()
-        Metrics.distribution(METRICS_NAMESPACE, "model_load_ms").update(int((time.perf_counter() - t0) * 1000))
+        self._load_ms = int((time.perf_counter() - t0) * 1000)
+        self._load_reported = False
         self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
         self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
         self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
@@ -146,6 +147,15 @@ class _ModelFn(beam.DoFn):
         self._write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
         self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
         self._segment_count = Metrics.counter(METRICS_NAMESPACE, "segments")
+
+    def start_bundle(self):
+        # Metrics updated in setup() belong to no step and are dropped: report the load here, once.
+        if not self._load_reported:
+            self._load_reported = True
+            Metrics.distribution(METRICS_NAMESPACE, "model_load_ms").update(self._load_ms)
+            info = getattr(self._model, "info", None)
+            if info is not None:
+                Metrics.distribution(METRICS_NAMESPACE, "model_bytes").update(info.size_bytes)
 
     def _writer(self, part_id: str) -> PartWriter:
         return PartWriter(self._output, part_id, self._frames_schema, self._files_schema, self._settings.row_group_rows)
@@ -374,6 +384,9 @@ class _CommitSegmentedFileFn(_ModelFn):
         self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
         self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
         self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
+
+    def start_bundle(self):  # no model load to report
+        pass
 
     def process(self, element: tuple[str, Sequence[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         part_id, results = element
