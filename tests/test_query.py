@@ -110,6 +110,22 @@ def test_events_merge_consecutive_frames_like_a_numpy_scan(scene, out):
     np.testing.assert_allclose([r[2] for r in runs], [g[2] for g in got], rtol=1e-6)
 
 
+@pytest.mark.parametrize("gap_frames", [0, 1, 2, 5])
+def test_events_max_gap_bridges_dips_like_a_numpy_scan(scene, out, gap_frames):
+    scores, _ = _frames_numpy(scene["out"], scene["scene"])
+    above = np.flatnonzero(scores[:, query.resolve_class(out.labels, "speech")] >= 0.3)
+    runs = []  # independent scan: start a new run when more than gap_frames frames are missing
+    for f in above:
+        if runs and f - runs[-1][1] <= 1 + gap_frames:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    ev = query.events(out, "Speech", 0.3, path=scene["scene"], max_gap=gap_frames * out.hop_s)
+    assert [
+        [a, a + n - 1] for a, n in zip(ev["first_frame"].to_pylist(), ev["frames"].to_pylist(), strict=True)
+    ] == runs
+
+
 def test_events_bad_class_and_threshold_are_clear(out):
     with pytest.raises(query.QueryError, match="did you mean 'Speech'"):
         query.events(out, "speach", 0.5)
@@ -353,3 +369,12 @@ def test_cli_pool_and_errors(scene, capsys, tmp_path):
     assert main(["query", scene["out"], "summary", "--format", "parquet"]) == 2
     assert "-o FILE" in capsys.readouterr().err
     assert main(["query", str(tmp_path / "nope"), "top"]) == 2
+
+
+def test_events_max_gap_merges_the_speech_dip(scene, out):
+    """At threshold 0.5 the fixture's speech has a dip between words: bridging it gives one event."""
+    split = query.events(out, "Speech", 0.5, path=scene["scene"])
+    merged = query.events(out, "Speech", 0.5, path=scene["scene"], max_gap=1.0)
+    assert split.num_rows >= 2 and merged.num_rows == 1
+    assert merged["start_s"][0].as_py() == split["start_s"][0].as_py()
+    assert merged["end_s"][0].as_py() == split["end_s"][-1].as_py()

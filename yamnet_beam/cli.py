@@ -112,6 +112,7 @@ def _add_downstream_parsers(sub) -> None:
     ev.add_argument("--class", dest="cls", required=True, help="display name, AudioSet MID or index")
     ev.add_argument("--threshold", type=float, required=True, help="score in [0, 1]")
     ev.add_argument("--min_duration", type=float, default=0.0, help="drop events shorter than this (seconds)")
+    ev.add_argument("--max_gap", type=float, default=0.0, help="merge events separated by at most this (seconds)")
     ev.add_argument("--path", help="only paths matching this glob")
     sim = qsub.add_parser("similar", parents=[fmt], help="nearest frames (or files) by embedding cosine similarity")
     what = sim.add_mutually_exclusive_group(required=True)
@@ -164,7 +165,7 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     if cmd == "top":
         table = q.top_classes(out, args.k, args.path)
     elif cmd == "events":
-        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path)
+        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap)
     elif cmd == "similar":
         if args.frame:
             vector = q.frame_vector(out, *q.parse_frame_ref(args.frame))

@@ -441,8 +441,12 @@ def events(
     min_duration: float = 0.0,
     path_glob: str | None = None,
     path: str | None = None,
+    max_gap: float = 0.0,
 ) -> pa.Table:
     """Time ranges where one class's score is at least ``threshold``; runs of consecutive frames merge.
+
+    ``max_gap`` (seconds) also bridges dips: runs separated by at most that much time below the
+    threshold (whole hops) become one event, e.g. the pauses between words of one utterance.
 
     Each frame stands for the hop-long slice around its window's centre, so consecutive frames tile
     the timeline: an event runs from its first frame's centre minus half a hop to its last frame's
@@ -454,6 +458,9 @@ def events(
         raise QueryError(f"--threshold is a score in [0, 1], got {threshold}")
     if min_duration < 0:
         raise QueryError(f"--min_duration must be >= 0, got {min_duration}")
+    if max_gap < 0:
+        raise QueryError(f"--max_gap must be >= 0, got {max_gap}")
+    gap_frames = int(math.floor(max_gap / out.hop_s + 1e-9))
     index = resolve_class(out.labels, cls)
     half_window = framing.WINDOW_SAMPLES / framing.SAMPLE_RATE / 2
     sql = f"""
@@ -463,8 +470,13 @@ def events(
             FROM frames
             WHERE scores[{index + 1}] >= $threshold {"AND path GLOB $glob" if path_glob else ""}
                   {"AND path = $path" if path is not None else ""}
-        ), islands AS (  -- gaps and islands: frame - row_number() is constant along a run
-            SELECT *, frame - row_number() OVER (PARTITION BY path ORDER BY frame) AS island FROM hits
+        ), steps AS (  -- gaps and islands: a new island starts after more than $gap missing frames
+            SELECT *, CASE WHEN frame - lag(frame) OVER (PARTITION BY path ORDER BY frame) <= 1 + $gap
+                           THEN 0 ELSE 1 END AS new_island
+            FROM hits
+        ), islands AS (
+            SELECT *, sum(new_island) OVER (PARTITION BY path ORDER BY frame ROWS UNBOUNDED PRECEDING) AS island
+            FROM steps
         ), ev AS (
             SELECT path, min(frame) AS first_frame, max(frame) AS last_frame,
                    greatest(0.0, min(centre) - $half_hop) AS start_s,
@@ -481,6 +493,7 @@ def events(
         "half_hop": out.hop_s / 2,
         "label": out.labels.names[index],
         "min_duration": min_duration,
+        "gap": gap_frames,
     }
     if path_glob:
         params["glob"] = path_glob
