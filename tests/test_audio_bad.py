@@ -162,15 +162,17 @@ def test_nonfinite_samples_are_zeroed_and_counted(tmp_path: Path, rate: int, sub
     np.testing.assert_array_equal(y, _decode(tmp_path / "clean.wav", block_seconds=block_seconds))
 
 
-def test_huge_finite_samples_are_clipped_not_turned_into_inf(tmp_path: Path) -> None:
-    """3e38 is finite, but two of them overflow a downmix and the resampler to Inf."""
+@pytest.mark.parametrize("huge", [3e38, 1.5e19, 5e6])
+def test_huge_finite_samples_are_clipped_not_turned_into_inf(tmp_path: Path, huge: float) -> None:
+    """3e38 is finite, but two of them overflow a downmix and the resampler to Inf; lone huge values
+    that do not overflow a sum of squares must be caught too."""
     rate = 44100
     x = np.random.default_rng(2).uniform(-0.5, 0.5, (rate, 2)).astype(np.float32)
     cells = [(1000, 0), (1000, 1), (1001, 0), (30000, 1)]
     bounded = x.copy()
     for frame, channel in cells:
-        x[frame, channel] = 3e38 if channel else -3e38
-        bounded[frame, channel] = 2.0**63 if channel else -(2.0**63)
+        x[frame, channel] = huge if channel else -huge
+        bounded[frame, channel] = 2.0**20 if channel else -(2.0**20)
     sf.write(tmp_path / "huge.wav", x, rate, subtype="FLOAT")
     sf.write(tmp_path / "bounded.wav", bounded, rate, subtype="FLOAT")
     with open_audio(str(tmp_path / "huge.wav")) as s:

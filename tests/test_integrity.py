@@ -1,6 +1,7 @@
 """Integrity end to end: every input accounted for with its exact error kind, bad options refused
 before any work, resume after a SIGKILL equal to an uninterrupted run, deterministic tables."""
 
+import json
 import os
 import shutil
 import signal
@@ -233,6 +234,7 @@ def wrong_models(tmp_path_factory):
         ({"--part_files": "0"}, "part_files"),
         ({"--decode_timeout_s": "-1"}, "decode_timeout_s"),
         ({"--embedding_dtype": "int4"}, "embedding_dtype"),
+        ({"--shard_seconds": "nan"}, "shard_seconds"),
     ],
 )
 def test_bad_options_exit_2_before_work(
@@ -389,3 +391,66 @@ def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_path, cla
         ]
     )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["files", "frames", "labels.csv", "manifest.json"]
+
+
+def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_dir, model_path, class_map_path):
+    """Rows an earlier run left for other inputs neither count in the summary nor fail this run."""
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    bad.mkdir(), good.mkdir()
+    for name in ["bad_text.wav", "bad_empty.wav", "bad_random.mp3"]:
+        shutil.copy(fixtures_dir / name, bad / name)
+    shutil.copy(fixtures_dir / "tone_1khz_16k.wav", good / "tone.wav")
+    base = ["--output", str(tmp_path / "o"), "--model", str(model_path), "--class_map", str(class_map_path)]
+    run(["--input", str(bad), *base])
+    s = run(["--input", str(good), *base, "--mode", "resume", "--fail_threshold", "0.5"])
+    assert (s.files_matched, s.files_ok, s.files_error) == (1, 1, 0)
+    assert pq.read_table(tmp_path / "o" / "files").num_rows == 4  # the old rows are still there
+
+
+def test_workers_refuse_a_model_that_changed(model_path, tmp_path):
+    from yamnet_beam.model import ModelError
+    from yamnet_beam.transforms import ModelLoader
+
+    assert ModelLoader(str(model_path), expected_sha256=None).load() is not None
+    with pytest.raises(ModelError, match="changed since the job started"):
+        ModelLoader(str(model_path), expected_sha256="0" * 64).load()
+
+
+def test_relative_paths_and_class_map_beside_the_model(tmp_path, fixtures_dir, model_path, class_map_path, monkeypatch):
+    """Workers may run elsewhere: local paths are made absolute; the class map beside --model wins."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(model_path, models / "yamnet.tflite")
+    lines = class_map_path.read_text().splitlines()
+    lines[1] = lines[1].replace("Speech", "Talking")  # a different class map, to tell which one was used
+    (models / "yamnet_class_map.csv").write_text("\n".join(lines) + "\n")
+    elsewhere = tmp_path / "cwd"
+    (elsewhere / "models").mkdir(parents=True)
+    shutil.copy(class_map_path, elsewhere / "models" / "yamnet_class_map.csv")  # would win if looked at first
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("YAMNET_BEAM_CLASS_MAP", raising=False)
+    shutil.copy(fixtures_dir / "speech_22k_mono.wav", elsewhere / "speech.wav")
+    run(["--input", "speech.wav", "--output", "out", "--model", "../models/yamnet.tflite"])
+    manifest = json.loads((elsewhere / "out" / "manifest.json").read_text())
+    assert manifest["model_uri"] == str(models / "yamnet.tflite")
+    assert manifest["labels_source"] == str(models / "yamnet_class_map.csv")
+    assert "Talking" in pq.read_table(elsewhere / "out" / "frames", columns=["top_label"])["top_label"].to_pylist()
+
+
+def test_overwrite_removes_derived_tables(tmp_path, fixtures_dir, model_path, class_map_path):
+    base = [
+        "--input",
+        str(fixtures_dir / "tone_1khz_16k.wav"),
+        "--output",
+        str(tmp_path / "o"),
+        "--model",
+        str(model_path),
+        "--class_map",
+        str(class_map_path),
+    ]
+    run(base)
+    for derived in ["clips", "_similar_cache"]:
+        (tmp_path / "o" / derived).mkdir()
+        (tmp_path / "o" / derived / "stale").write_text("old")
+    run([*base, "--mode", "overwrite"])
+    assert not (tmp_path / "o" / "clips").exists() and not (tmp_path / "o" / "_similar_cache").exists()

@@ -1,7 +1,6 @@
 """Parts: planning, idempotent atomic commits, cleanup of interrupted runs and resume decisions (no Beam)."""
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -192,11 +191,6 @@ def test_plan_resume_other_fingerprint_redoes_everything():
 
 def test_plan_resume_without_output():
     assert plan_resume(None, _inputs(2), "fp") == (_inputs(2), set())
-
-
-def test_files_table_accepts_rows_of_parts(tmp_path):
-    table = pa.concat_tables([_existing([_row("/a.wav")]), _existing([_row("/b.wav", status="error")])])
-    assert table.schema == schema.FILES_SCHEMA
 
 
 def test_segment_frames_are_committed_by_their_files_part(tmp_path):

@@ -84,9 +84,12 @@ _SF_UNRECOGNISED_CODES = frozenset({1, 7})
 _QUEUE_BLOCKS = 2
 _PUT_POLL_S = 0.05
 _JOIN_TIMEOUT_S = 10.0
-# Finite samples beyond this are clipped: 2**63 * 1024 channels * the resampler's gain stays far
-# below float32's 3.4e38, and squares below 2**128 keep the sum-of-squares screen meaningful.
-_MAX_ABS_SAMPLE = np.float32(2.0**63)
+# Finite samples beyond this are clipped (audio is nominally within [-1, 1]): the model still gives
+# finite scores at 1e9 but NaN at 2**63, and sums of channels and resampler gains stay finite.
+_MAX_ABS_SAMPLE = np.float32(2.0**20)
+# libsndfile seeks sample-exactly in PCM-like data; lossy decoders (MP3, Vorbis, Opus) may differ after
+# a seek (measured: a 44.1 kHz MP3 by ~1e-7, and VBR MP3 headers may misstate the length).
+_EXACT_SEEK_SUBTYPES = ("PCM_", "FLOAT", "DOUBLE", "ULAW", "ALAW")
 
 
 class AudioDecodeError(Exception):
@@ -120,7 +123,9 @@ class AudioInfo:
     format: str  # "WAV/PCM_16", "FLAC/PCM_24", "OGG/OPUS", "mov,mp4,m4a,3gp,3g2,mj2/aac", ...
     decoder: str  # "soundfile" or "pyav"
     frames: int | None = None  # source samples per channel as the header says (None: unknown)
-    seekable: bool = False  # whether a segment of it can be decoded without decoding what precedes it
+    # Whether a segment can be decoded on its own, bit-identical to a whole-file decode, and ``frames``
+    # is exact: libsndfile on PCM-like data (WAV, AIFF, FLAC, ...), not lossy codecs.
+    seekable: bool = False
 
 
 #: Resampling works on a fixed grid of 4 s output chunks, each resampled on its own with 0.1 s
@@ -520,11 +525,12 @@ class _Source:
         Without the clip, finite but huge float samples (a damaged float WAV holds values up to
         3e38) overflow to Inf in the downmix or the resampler and reach the model.
         """
-        # Cheap screen: a sum of squares (one BLAS pass) is non-finite when any value is NaN/Inf
-        # or as large as 2**64; only then count and fix.
+        # Cheap screen: a sum of squares (one BLAS pass) no larger than the bound squared means no
+        # value is NaN/Inf or beyond the bound; only otherwise count and fix.
         flat = x.reshape(-1)
         with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.dot(flat, flat)):
+            total = np.dot(flat, flat)
+            if np.isfinite(total) and total <= _MAX_ABS_SAMPLE * _MAX_ABS_SAMPLE:
                 return x
         finite = np.isfinite(x)
         bad = x.size - int(np.count_nonzero(finite))
@@ -632,8 +638,8 @@ class AudioStream:
     """An open audio file yielding 16 kHz mono float32 blocks; use as a context manager.
 
     Decoding (reading, decoding, downmixing and resampling) runs in a background thread a couple
-    of blocks ahead of the consumer, so it overlaps with model inference (which releases the
-    GIL). That thread also enforces the per-file ``timeout_s``.
+    of blocks ahead of the consumer; libsndfile and soxr release the GIL, so it overlaps with the
+    consumer's work when a core is free. That thread also enforces the per-file ``timeout_s``.
 
     Attributes:
         uri: the path or URL as given (may hold surrogate escapes; see :func:`display_path`).
@@ -645,8 +651,8 @@ class AudioStream:
             sample value, so one bad stereo frame with both channels NaN counts 2. They are
             replaced by 0 before downmixing, so one bad value cannot poison the resampler's
             output around it.
-        clipped_samples: finite values beyond +-2**63 (garbage, e.g. from a damaged float WAV),
-            clipped to +-2**63 so that downmixing and resampling cannot overflow to Inf; counted
+        clipped_samples: finite values beyond +-2**20 (garbage, e.g. from a damaged float WAV),
+            clipped to +-2**20 so that downmixing, resampling and the model stay finite; counted
             like ``nonfinite_samples``. Output blocks are therefore always finite.
     """
 
@@ -907,7 +913,8 @@ def _open_decoder(
         except AudioDecodeError:
             sf.close()
             raise
-        info = AudioInfo(sf.samplerate, sf.channels, f"{sf.format}/{sf.subtype}", "soundfile", sf.frames, sf.seekable())
+        exact = sf.seekable() and sf.subtype.startswith(_EXACT_SEEK_SUBTYPES)
+        info = AudioInfo(sf.samplerate, sf.channels, f"{sf.format}/{sf.subtype}", "soundfile", sf.frames, exact)
         return _Source(
             uri,
             fileobj,

@@ -90,14 +90,14 @@ class YamnetOptions(PipelineOptions):
             "--shard_seconds",
             type=float,
             default=300,
-            help="Split seekable files longer than 1.5x this into segments of about this length, processed "
-            "in parallel (their frames equal a whole-file pass); 0 disables.",
+            help="Split PCM-like files (WAV, AIFF, FLAC) longer than 1.5x this into segments of about this "
+            "length, processed in parallel (their frames equal a whole-file pass); 0 disables.",
         )
         parser.add_argument(
             "--decode_timeout_s",
             type=float,
             default=900,
-            help="Per-file limit on time spent waiting for the decoder (network stalls, hung decoders); "
+            help="Per-file (per-segment for split files) limit on time spent waiting for the decoder; "
             "0 disables it. Frames decoded before the limit are kept; the file is an error 'timeout'.",
         )
         parser.add_argument(

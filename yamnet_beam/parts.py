@@ -173,7 +173,6 @@ class PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._stream = None
         self._tmp_frames: str | None = None
-        self.frames_written = 0
         self.rows_added = 0  # rows accepted by add(), written or pending
 
     def _tmp(self, kind: str) -> str:
@@ -199,7 +198,6 @@ class PartWriter:
             self._writer = pq.ParquetWriter(self._stream, self._frames_schema, **parquet_options(self._frames_schema))
         table = pa.concat_tables(self._pending).combine_chunks()
         self._writer.write_table(table.cast(self._frames_schema), row_group_size=max(table.num_rows, 1))
-        self.frames_written += table.num_rows
         self._pending, self._pending_rows = [], 0
 
     def commit_frames(self) -> None:
@@ -245,6 +243,9 @@ class OutputDir:
 
     def _parts(self, directory: str) -> dict[str, str]:
         d = f"{self.root}/{directory}"
+        # Workers commit parts from other processes: never trust this process's listing cache
+        # (gcsfs and s3fs keep one per filesystem instance).
+        self.fs.invalidate_cache(d)
         if not self.fs.exists(d):
             return {}
         found = {}
@@ -256,13 +257,16 @@ class OutputDir:
 
     def has_results(self) -> list[str]:
         """Which tables already have files (for refusing to write over them)."""
-        return [
-            d for d in (FRAMES_DIR, FILES_DIR) if self.fs.exists(f"{self.root}/{d}") and self.fs.ls(f"{self.root}/{d}")
-        ]
+        found = []
+        for d in (FRAMES_DIR, FILES_DIR):
+            self.fs.invalidate_cache(f"{self.root}/{d}")
+            if self.fs.exists(f"{self.root}/{d}") and self.fs.ls(f"{self.root}/{d}"):
+                found.append(d)
+        return found
 
     def clear(self) -> None:
-        """Removes every table and run file written by yamnet-beam (for ``--mode overwrite``)."""
-        for d in (FRAMES_DIR, FILES_DIR, TMP_DIR, "labels.csv", "manifest.json"):
+        """Removes every table, run file and derived table written by yamnet-beam (for ``--mode overwrite``)."""
+        for d in (FRAMES_DIR, FILES_DIR, TMP_DIR, "labels.csv", "manifest.json", "clips", "_similar_cache"):
             target = f"{self.root}/{d}"
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 import apache_beam as beam
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
@@ -92,7 +94,10 @@ class RunSummary:
 def _check_output_path(output: str | None, mode: str) -> OutputDir:
     if not output:
         raise OptionsError("No --output given: pass a directory (local or URL) for the tables.")
-    out = OutputDir(output)
+    try:
+        out = OutputDir(_absolute(output))
+    except (ImportError, ValueError) as e:  # e.g. gs:// without gcsfs
+        raise OptionsError(f"--output {output}: {e}. Install the filesystem's extra (e.g. yamnet-beam[gcp]).") from e
     if out.fs.isfile(out.root):
         raise OptionsError(f"--output {output} is a file; pass a directory.")
     existing = out.has_results()
@@ -117,15 +122,23 @@ def _check_writable(out: OutputDir) -> None:
         ) from e
 
 
+def _absolute(uri: str) -> str:
+    """Local paths made absolute: workers (other processes, other directories) open them too."""
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
+
+
 def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
+    """--class_map, else $YAMNET_BEAM_CLASS_MAP, else the file beside the model, else the default places."""
     if explicit:
-        return explicit
-    found = default_class_map_uri()
-    if found:
-        return found
+        return _absolute(explicit)
+    env = os.environ.get("YAMNET_BEAM_CLASS_MAP", "").strip()
+    if env:
+        return env
     fs, path = fsspec.core.url_to_fs(model_uri)
     sibling = path.rsplit("/", 1)[0] + "/yamnet_class_map.csv"
-    return fs.unstrip_protocol(sibling) if fs.exists(sibling) else None
+    if fs.exists(sibling):
+        return fs.unstrip_protocol(sibling) if "://" in model_uri else sibling
+    return default_class_map_uri()
 
 
 def _check_numbers(opts: YamnetOptions) -> int:
@@ -141,7 +154,7 @@ def _check_numbers(opts: YamnetOptions) -> int:
         "--part_mb": opts.part_mb,
     }
     for flag, value in positive.items():
-        if not value > 0:
+        if not value > 0:  # also refuses NaN
             raise OptionsError(f"{flag} must be > 0, got {value}")
     non_negative = {
         "--decode_timeout_s": opts.decode_timeout_s,
@@ -149,7 +162,7 @@ def _check_numbers(opts: YamnetOptions) -> int:
         "--shard_seconds": opts.shard_seconds,
     }
     for flag, value in non_negative.items():
-        if value < 0:
+        if not value >= 0:  # also refuses NaN
             raise OptionsError(f"{flag} must be >= 0 (0 disables it), got {value}")
     if not 0 <= opts.fail_threshold <= 1:
         raise OptionsError(f"--fail_threshold is a fraction of files in [0, 1], got {opts.fail_threshold}")
@@ -161,7 +174,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     hop = _check_numbers(opts)
     out = _check_output_path(opts.output, opts.mode)
     inputs = match_inputs(opts.input or [])
-    model_uri = opts.model or default_model_uri()
+    model_uri = _absolute(opts.model or default_model_uri())
     try:
         model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
     except ModelError as e:
@@ -220,7 +233,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
         | "PlannedParts" >> beam.Create(plan.parts)
         | "EmbedAudio"
         >> EmbedAudioParts(
-            model_loader or ModelLoader(plan.model.uri),
+            model_loader or ModelLoader(plan.model.uri, expected_sha256=plan.model.sha256),
             plan.labels.names,
             frames_schema,
             schema.files_schema(plan.metadata),
@@ -231,15 +244,18 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
 
 
 def summarize(
-    output: str, files_matched: int | None = None, wall_s: float = 0.0, processed: set[str] | None = None
+    output: str, inputs: set[str] | None = None, wall_s: float = 0.0, processed: set[str] | None = None
 ) -> RunSummary:
     """Reads files/ back: the table, not the runner's metrics, is the record of what happened.
 
-    ``processed``: the paths this run processed (default: all), for its realtime factor.
+    ``inputs``: the paths this run matched (default: every row), so rows an earlier run left for
+    other inputs do not count; ``processed``: the paths it processed, for its realtime factor.
     """
     table = OutputDir(output).read_files(["path", "status", "error_kind", "frames", "duration_s"])
     if table is None:
         table = schema.files_table([])
+    if inputs is not None:
+        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(sorted(inputs), pa.string())))
     status = table.column("status").to_pylist()
     kinds = Counter(
         k for s, k in zip(status, table.column("error_kind").to_pylist(), strict=True) if s == schema.STATUS_ERROR
@@ -247,7 +263,7 @@ def summarize(
     paths = table.column("path").to_pylist()
     durations = [d or 0.0 for d in table.column("duration_s").to_pylist()]
     done_now = sum(d for p, d in zip(paths, durations, strict=True) if processed is None or p in processed)
-    matched = files_matched if files_matched is not None else table.num_rows
+    matched = len(inputs) if inputs is not None else table.num_rows
     return RunSummary(
         output=output,
         files_matched=matched,
@@ -385,7 +401,12 @@ def run(
     wall_s = time.perf_counter() - t0
     out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
-    summary = summarize(plan.output, len(plan.inputs), wall_s, processed={display_path(f.path) for f in plan.todo})
+    summary = summarize(
+        plan.output,
+        {display_path(f.path) for f in plan.inputs},
+        wall_s,
+        processed={display_path(f.path) for f in plan.todo},
+    )
     _write_manifest(plan, opts, summary, started)
     print(summary.format())
     total = summary.files_ok + summary.files_error

@@ -42,14 +42,23 @@ class ModelLoader:
     interpreter because interpreters are not thread-safe.
     """
 
-    def __init__(self, uri: str, num_threads: int = 1):
+    def __init__(self, uri: str, num_threads: int = 1, expected_sha256: str | None = None):
         self.uri = uri
         self.num_threads = num_threads
+        self.expected_sha256 = expected_sha256
 
     def load(self) -> FrameModel:
-        from yamnet_beam.model import YamnetModel
+        from yamnet_beam.model import ModelError, YamnetModel
 
-        return YamnetModel.from_uri(self.uri, num_threads=self.num_threads)
+        model = YamnetModel.from_uri(self.uri, num_threads=self.num_threads)
+        # The launcher checked the model and stamped its SHA-256 on every table: a worker that sees
+        # other bytes at that URI (replaced mid-run, another node's copy) must not write rows.
+        if self.expected_sha256 and model.info.sha256 != self.expected_sha256:
+            raise ModelError(
+                f"{self.uri} changed since the job started: SHA-256 {model.info.sha256}, expected "
+                f"{self.expected_sha256}; give workers the same model file"
+            )
+        return model
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def _warning(n_samples: int | None, nonfinite: int, clipped: int = 0) -> str | N
     if nonfinite:
         notes.append(f"{nonfinite} NaN/Inf sample values replaced by 0")
     if clipped:
-        notes.append(f"{clipped} absurdly large sample values (beyond +-2**63) clipped")
+        notes.append(f"{clipped} absurdly large sample values (beyond +-2**20) clipped")
     return "; ".join(notes) or None
 
 
@@ -366,10 +375,10 @@ class _EmbedSegmentFn(_ModelFn):
         result["output_samples"] = framer.total_samples
         if stream is not None:
             source = stream.source_samples  # the last segment counts to the end of the file
-            if seg.stop is not None and result["error_kind"] is None:
+            if seg.stop is not None:
                 # segments overlap by window - hop; each owns the audio up to the next one's start
                 own = seg.stop - (framing.WINDOW_SAMPLES - s.hop_samples) - seg.start
-                source = own * stream.info.sample_rate // framing.SAMPLE_RATE
+                source = min(source, own * stream.info.sample_rate // framing.SAMPLE_RATE)
             result.update(source_samples=source, nonfinite=stream.nonfinite_samples, clipped=stream.clipped_samples)
         yield seg.part_id, {"segment": seg, **result}
 
