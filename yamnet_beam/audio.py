@@ -37,6 +37,8 @@ import numpy as np
 import soundfile
 import soxr
 
+from yamnet_beam.framing import SAMPLE_RATE as TARGET_SAMPLE_RATE  # YAMNet's rate, defined once
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "ERROR_KINDS",
@@ -50,7 +52,6 @@ __all__ = [
     "open_audio",
 ]
 
-TARGET_SAMPLE_RATE = 16000
 
 #: Lower-case extensions (with the dot) of files libsndfile or PyAV can read; used to pick
 #: audio files out of a directory listing.

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-WINDOW_SAMPLES = 15600
-NUM_CLASSES = 521
+from yamnet_beam.framing import WINDOW_SAMPLES
+
+NUM_CLASSES = 521  # YAMNet's signature: AudioSet classes
 EMBEDDING_DIM = 1024
 
 DOWNLOAD_HINT = (

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-NUM_CLASSES = 521
-EMBEDDING_DIM = 1024
+from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES
+
 METADATA_KEY = b"yamnet_beam"
 EMBEDDING_DTYPES = ("float32", "float16")
 
