@@ -82,3 +82,32 @@ def test_demo_makes_audio_runs_and_shows_labels(tmp_path, model_path, monkeypatc
     for name, label in [("sine_250hz_16k.wav", "Sine wave"), ("siren_48k.ogg", "Siren"), ("chime_22k.wav", "Ding")]:
         assert any(line.split()[:1] == [name] and label in line for line in printed.splitlines()), (name, printed)
     assert (out / "manifest.json").is_file()
+
+
+def test_pipelines_entry_point_runs_the_job(tmp_path, fixtures_dir, model_path, class_map_path):
+    """pipelines/yamnet_to_parquet.py is what `--setup_file` launches use: it runs the same job."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "yamnet_to_parquet.py"
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--input",
+            str(fixtures_dir / "tone_1khz_16k.wav"),
+            "--output",
+            str(out),
+            "--model",
+            str(model_path),
+            "--class_map",
+            str(class_map_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "1 files matched, 1 ok, 0 error" in res.stdout
+    assert (out / "frames").is_dir() and (out / "manifest.json").is_file()
