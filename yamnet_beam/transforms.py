@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -233,20 +234,32 @@ class _EmbedPartFn(_ModelFn):
     def process(self, part: Part) -> Iterator[Any]:
         writer = self._writer(part.id)
         rows, segments = [], []
-        try:
-            for item in part.files:
-                result = self.embed_file(item, part.id, writer)
-                if isinstance(result, list):
-                    segments += result
-                else:
-                    rows.append(result)
-            t0 = time.perf_counter()
-            if rows:
-                writer.commit(rows)
-            self._write_ms.inc(int((time.perf_counter() - t0) * 1000))
-        except BaseException:
-            writer.abort()
-            raise
+        items = list(part.files)
+        # The next file is opened (and its first blocks decoded) while this one runs through the
+        # model: with many short files the model otherwise waits for every file's first block.
+        with ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-open") as pool:
+            pending = pool.submit(self._open, items[0]) if items else None
+            try:
+                for i, item in enumerate(items):
+                    opened = pending
+                    pending = pool.submit(self._open, items[i + 1]) if i + 1 < len(items) else None
+                    result = self.embed_file(item, part.id, writer, opened.result())
+                    if isinstance(result, list):
+                        segments += result
+                    else:
+                        rows.append(result)
+                t0 = time.perf_counter()
+                if rows:
+                    writer.commit(rows)
+                self._write_ms.inc(int((time.perf_counter() - t0) * 1000))
+            except BaseException:
+                writer.abort()
+                raise
+            finally:
+                if pending is not None:  # a failed part: do not leave the prefetched file open
+                    stream = pending.result()[1]
+                    if not isinstance(stream, BaseException):
+                        stream.close()
         for row in rows:
             yield self._count(row)
         for seg in segments:
@@ -265,11 +278,28 @@ class _EmbedPartFn(_ModelFn):
         pid = long_file_part_id(item, s.fingerprint)
         return [Segment(item, pid, i, len(bounds), start, stop, first) for i, (start, stop, first) in enumerate(bounds)]
 
-    def embed_file(self, item: InputFile, part_id: str, writer: PartWriter) -> dict[str, Any] | list[Segment]:
-        """Streams one file through decode, framing and the model into ``writer``; returns its files row
-        (or, for a long seekable file, the segments to process instead)."""
+    def _open(self, item: InputFile) -> tuple[InputFile, Any]:
+        """``item`` with its identity, and its open stream or the exception opening raised."""
         s = self._settings
         item = with_identity(item)
+        try:
+            return item, open_audio(
+                item.path,
+                block_seconds=s.block_seconds,
+                timeout_s=s.decode_timeout_s,
+                max_duration_s=s.max_duration_s,
+            )
+        except Exception as e:  # reported by embed_file, in the file's row
+            return item, e
+
+    def embed_file(
+        self, item: InputFile, part_id: str, writer: PartWriter, opened: tuple[InputFile, Any] | None = None
+    ) -> dict[str, Any] | list[Segment]:
+        """Streams one file through decode, framing and the model into ``writer``; returns its files row
+        (or, for a long seekable file, the segments to process instead). ``opened``: what
+        :meth:`_open` returned for it, when it was opened ahead."""
+        s = self._settings
+        item, opened_stream = opened if opened is not None else self._open(item)
         path = display_path(item.path)
         identity = _identity(item, s.fingerprint, part_id)
         framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
@@ -278,12 +308,9 @@ class _EmbedPartFn(_ModelFn):
         info = None
         stream = None
         try:
-            with open_audio(
-                item.path,
-                block_seconds=s.block_seconds,
-                timeout_s=s.decode_timeout_s,
-                max_duration_s=s.max_duration_s,
-            ) as stream:
+            if isinstance(opened_stream, BaseException):
+                raise opened_stream
+            with opened_stream as stream:
                 info = stream.info
                 segments = self._plan_segments(item, info)
                 if segments:
