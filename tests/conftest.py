@@ -42,3 +42,9 @@ def class_map_path(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir(shared_dir: Path) -> Path:
     return shared_dir / "fixtures" / "audio"
+
+
+@pytest.fixture(scope="session")
+def model_args(model_path: Path, class_map_path: Path) -> list[str]:
+    """``--model``/``--class_map`` for the shared model: what every test run of the job passes."""
+    return ["--model", str(model_path), "--class_map", str(class_map_path)]

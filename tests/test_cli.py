@@ -84,7 +84,7 @@ def test_demo_makes_audio_runs_and_shows_labels(tmp_path, model_path, monkeypatc
     assert (out / "manifest.json").is_file()
 
 
-def test_pipelines_entry_point_runs_the_job(tmp_path, fixtures_dir, model_path, class_map_path):
+def test_pipelines_entry_point_runs_the_job(tmp_path, fixtures_dir, model_args):
     """pipelines/yamnet_to_parquet.py is what `--setup_file` launches use: it runs the same job."""
     from pathlib import Path
 
@@ -98,10 +98,7 @@ def test_pipelines_entry_point_runs_the_job(tmp_path, fixtures_dir, model_path, 
             str(fixtures_dir / "tone_1khz_16k.wav"),
             "--output",
             str(out),
-            "--model",
-            str(model_path),
-            "--class_map",
-            str(class_map_path),
+            *model_args,
         ],
         capture_output=True,
         text=True,

@@ -101,7 +101,7 @@ def _write_cases(d, fixtures_dir):
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory, fixtures_dir, model_path, class_map_path):
+def bad_run(tmp_path_factory, fixtures_dir, model_args):
     d = tmp_path_factory.mktemp("cases")
     expected = _write_cases(d, fixtures_dir)
     out = tmp_path_factory.mktemp("out") / "run"
@@ -110,10 +110,7 @@ def bad_run(tmp_path_factory, fixtures_dir, model_path, class_map_path):
         str(d),
         "--output",
         str(out),
-        "--model",
-        str(model_path),
-        "--class_map",
-        str(class_map_path),
+        *model_args,
         "--max_duration_s",
         "12",
         "--part_files",
@@ -160,9 +157,7 @@ def test_good_files_complete_and_flags(bad_run):
     assert "max_duration_s" in rows["long_20s.wav"]["error"]
 
 
-def test_deleted_permission_denied_and_hung_files(
-    tmp_path, fixtures_dir, model_path, class_map_path, hanging_file, monkeypatch
-):
+def test_deleted_permission_denied_and_hung_files(tmp_path, fixtures_dir, hanging_file, monkeypatch, model_args):
     """Files that vanish after matching, cannot be opened, or hang become rows; the good file completes."""
     from yamnet_beam import audio
 
@@ -188,10 +183,7 @@ def test_deleted_permission_denied_and_hung_files(
             str(manifest),
             "--output",
             str(out),
-            "--model",
-            str(model_path),
-            "--class_map",
-            str(class_map_path),
+            *model_args,
             "--decode_timeout_s",
             "2",
         ]
@@ -268,10 +260,10 @@ def test_bad_options_exit_2_before_work(
     assert not (tmp_path / "out").exists()  # nothing created, no worker started
 
 
-def test_fail_threshold_fails_the_job_after_writing(tmp_path, fixtures_dir, model_path, class_map_path, capsys):
+def test_fail_threshold_fails_the_job_after_writing(tmp_path, fixtures_dir, capsys, model_args):
     for name in ["tone_1khz_16k.wav", "bad_text.wav", "bad_empty.wav"]:
         shutil.copy(fixtures_dir / name, tmp_path / name)
-    argv = ["--input", str(tmp_path), "--model", str(model_path), "--class_map", str(class_map_path)]
+    argv = ["--input", str(tmp_path), *model_args]
     with pytest.raises(RunFailedError, match="2 of 3 files failed"):
         run([*argv, "--output", str(tmp_path / "o1"), "--fail_threshold", "0.5"])
     assert pq.read_table(tmp_path / "o1" / "files").num_rows == 3  # everything still written
@@ -310,10 +302,10 @@ def _corpus(d, n, seconds):
     (d / "broken.wav").write_bytes((d / "broken.wav").read_bytes()[:30])
 
 
-def test_resume_skips_done_and_redoes_changed(tmp_path, model_path, class_map_path):
+def test_resume_skips_done_and_redoes_changed(tmp_path, model_args):
     d = tmp_path / "audio"
     _corpus(d, 4, 3)
-    base = ["--model", str(model_path), "--class_map", str(class_map_path), "--part_files", "2"]
+    base = [*model_args, "--part_files", "2"]
     out = tmp_path / "out"
     run(["--input", str(d), "--output", str(out), *base])
     kept_part = next(p for p in (out / "frames").iterdir())
@@ -336,10 +328,10 @@ def test_resume_skips_done_and_redoes_changed(tmp_path, model_path, class_map_pa
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "frames").iterdir()) == before
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_path, class_map_path):
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_args):
     d = tmp_path / "audio"
     _corpus(d, 24, 60)
-    base = ["--input", str(d), "--model", str(model_path), "--class_map", str(class_map_path), "--part_files", "1"]
+    base = ["--input", str(d), *model_args, "--part_files", "1"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "yamnet_beam.cli", "run", *base, "--output", str(killed)],
@@ -370,37 +362,34 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_path, clas
     assert not (killed / "_tmp").exists() or not list((killed / "_tmp").iterdir())
 
 
-def test_tables_are_deterministic_across_part_sizes(tmp_path, fixtures_dir, model_path, class_map_path):
-    base = ["--input", str(fixtures_dir), "--model", str(model_path), "--class_map", str(class_map_path)]
+def test_tables_are_deterministic_across_part_sizes(tmp_path, fixtures_dir, model_args):
+    base = ["--input", str(fixtures_dir), *model_args]
     run([*base, "--output", str(tmp_path / "a"), "--part_files", "1"])
     run([*base, "--output", str(tmp_path / "b"), "--part_files", "100", "--frames_per_batch", "3"])
     _assert_same_rows(tmp_path / "a", tmp_path / "b")
 
 
-def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_path, class_map_path):
+def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_args):
     run(
         [
             "--input",
             str(fixtures_dir / "tone_1khz_16k.wav"),
             "--output",
             str(tmp_path / "o"),
-            "--model",
-            str(model_path),
-            "--class_map",
-            str(class_map_path),
+            *model_args,
         ]
     )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["files", "frames", "labels.csv", "manifest.json"]
 
 
-def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_dir, model_path, class_map_path):
+def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_dir, model_args):
     """Rows an earlier run left for other inputs neither count in the summary nor fail this run."""
     bad, good = tmp_path / "bad", tmp_path / "good"
     bad.mkdir(), good.mkdir()
     for name in ["bad_text.wav", "bad_empty.wav", "bad_random.mp3"]:
         shutil.copy(fixtures_dir / name, bad / name)
     shutil.copy(fixtures_dir / "tone_1khz_16k.wav", good / "tone.wav")
-    base = ["--output", str(tmp_path / "o"), "--model", str(model_path), "--class_map", str(class_map_path)]
+    base = ["--output", str(tmp_path / "o"), *model_args]
     run(["--input", str(bad), *base])
     s = run(["--input", str(good), *base, "--mode", "resume", "--fail_threshold", "0.5"])
     assert (s.files_matched, s.files_ok, s.files_error) == (1, 1, 0)
@@ -437,16 +426,13 @@ def test_relative_paths_and_class_map_beside_the_model(tmp_path, fixtures_dir, m
     assert "Talking" in pq.read_table(elsewhere / "out" / "frames", columns=["top_label"])["top_label"].to_pylist()
 
 
-def test_overwrite_removes_derived_tables(tmp_path, fixtures_dir, model_path, class_map_path):
+def test_overwrite_removes_derived_tables(tmp_path, fixtures_dir, model_args):
     base = [
         "--input",
         str(fixtures_dir / "tone_1khz_16k.wav"),
         "--output",
         str(tmp_path / "o"),
-        "--model",
-        str(model_path),
-        "--class_map",
-        str(class_map_path),
+        *model_args,
     ]
     run(base)
     for derived in ["clips", "_similar_cache"]:

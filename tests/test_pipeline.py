@@ -49,17 +49,8 @@ def audio_dir(tmp_path_factory, fixtures_dir):
 
 
 def _argv(audio_dir, out, model_path, class_map_path, *extra):
-    return [
-        "--input",
-        str(audio_dir),
-        "--output",
-        str(out),
-        "--model",
-        str(model_path),
-        "--class_map",
-        str(class_map_path),
-        *extra,
-    ]
+    model = ["--model", str(model_path), "--class_map", str(class_map_path)]
+    return ["--input", str(audio_dir), "--output", str(out), *model, *extra]
 
 
 def _expected_frames(path) -> int:

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from yamnet_beam.inputs import absolute_uri
 from yamnet_beam.labels import LabelsError, load_class_map
 from yamnet_beam.model import NUM_CLASSES, ModelError, ModelInfo, inspect_model
 
@@ -259,11 +260,6 @@ def _recorded_url(path: Path) -> str | None:
     return None
 
 
-def _absolute(url: str) -> str:
-    """Plain local paths are recorded absolute, so the record still says where the file came from."""
-    return url if "://" in url else str(Path(url).expanduser().resolve())
-
-
 def _reusable(path: Path, url: str) -> bool:
     """An existing file is kept unless its record says it came from a different URL."""
     if not path.is_file():
@@ -289,8 +285,8 @@ def download_model(
     is left in ``dest_dir``. ``class_map_url=None`` skips the class map (the model's own labels
     are then used). ``dest_dir`` defaults to :func:`default_models_dir`.
     """
-    model_url = _absolute(model_url)
-    class_map_url = _absolute(class_map_url) if class_map_url else None
+    model_url = absolute_uri(model_url)  # recorded absolute: the record still says where it came from
+    class_map_url = absolute_uri(class_map_url) if class_map_url else None
     expected = _normalise_sha256(expected_sha256) or KNOWN_SHA256.get(model_url)
     dest = Path(dest_dir).expanduser() if dest_dir is not None else default_models_dir()
     dest.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -85,14 +86,20 @@ def _ext(path: str) -> str:
     return posixpath.splitext(path.rstrip("/"))[1].lower()
 
 
-def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
+def is_remote(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ``fs`` is anything but the local disk (its paths then need their protocol to be URIs)."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol not in ("file", "local")
 
 
-def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+def user_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A stable, user-facing URI: plain absolute paths locally, protocol-prefixed URLs elsewhere."""
-    return fs.unstrip_protocol(path) if _is_remote(fs) else path
+    return fs.unstrip_protocol(path) if is_remote(fs) else path
+
+
+def absolute_uri(uri: str) -> str:
+    """Local paths made absolute (workers and records outlive the current directory); URLs as given."""
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
 
 
 def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> list[InputFile]:
@@ -120,7 +127,7 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> list[I
         entry_fs, entry_path = fsspec.core.url_to_fs(entry) if "://" in entry else (fs, entry)
         if "://" not in entry and not posixpath.isabs(entry):
             entry_path = posixpath.join(base, entry)  # relative entries are relative to the manifest
-        out.append(InputFile(_uri(entry_fs, entry_path)))
+        out.append(InputFile(user_uri(entry_fs, entry_path)))
     return out
 
 
@@ -132,11 +139,11 @@ def expand_input(pattern: str) -> list[InputFile]:
         raise InputError(f"--input {pattern!r}: {e}. Install the filesystem extra (e.g. yamnet-beam[gcp]).") from e
     if _GLOB_CHARS & set(path):
         found = fs.glob(path, detail=True)
-        files = [_from_info(_uri(fs, p), i) for p, i in sorted(found.items()) if i.get("type") != "directory"]
+        files = [_from_info(user_uri(fs, p), i) for p, i in sorted(found.items()) if i.get("type") != "directory"]
     elif fs.isdir(path):
         found = fs.find(path, detail=True)
         files = [
-            _from_info(_uri(fs, p), i)
+            _from_info(user_uri(fs, p), i)
             for p, i in sorted(found.items())
             if i.get("type") != "directory" and _ext(p) in AUDIO_EXTENSIONS
         ]
@@ -144,7 +151,7 @@ def expand_input(pattern: str) -> list[InputFile]:
         if _ext(path) in MANIFEST_EXTENSIONS:
             files = _read_manifest(fs, path, pattern)
         else:
-            files = [_from_info(_uri(fs, path), fs.info(path))]
+            files = [_from_info(user_uri(fs, path), fs.info(path))]
     else:
         raise InputError(f"--input {pattern!r} does not exist: no such file, directory or glob match.")
     if not files:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam.inputs import InputFile
+from yamnet_beam.schema import files_table
 
 FRAMES_DIR = "frames"
 FILES_DIR = "files"
@@ -212,8 +213,6 @@ class PartWriter:
 
     def commit(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Publishes the part: frames file first, files file last (the commit marker)."""
-        from yamnet_beam.schema import files_table
-
         self.commit_frames()
         tmp_files = self._tmp("files")
         self._fs.makedirs(f"{self._root}/{TMP_DIR}", exist_ok=True)

@@ -27,9 +27,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
 from yamnet_beam import framing, schema
-from yamnet_beam.audio import display_path
-from yamnet_beam.download import default_class_map_uri, default_model_uri
-from yamnet_beam.inputs import InputFile, match_inputs, with_identity
+from yamnet_beam.audio import RESAMPLE_CHUNK, display_path
+from yamnet_beam.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
+from yamnet_beam.inputs import InputFile, absolute_uri, match_inputs, with_identity
 from yamnet_beam.labels import Labels, resolve_labels, write_labels_csv
 from yamnet_beam.model import ModelError, ModelInfo, inspect_model, read_model_bytes
 from yamnet_beam.options import OptionsError, YamnetOptions
@@ -95,7 +95,7 @@ def _check_output_path(output: str | None, mode: str) -> OutputDir:
     if not output:
         raise OptionsError("No --output given: pass a directory (local or URL) for the tables.")
     try:
-        out = OutputDir(_absolute(output))
+        out = OutputDir(absolute_uri(output))
     except (ImportError, ValueError) as e:  # e.g. gs:// without gcsfs
         raise OptionsError(f"--output {output}: {e}. Install the filesystem's extra (e.g. yamnet-beam[gcp]).") from e
     if out.fs.isfile(out.root):
@@ -122,16 +122,11 @@ def _check_writable(out: OutputDir) -> None:
         ) from e
 
 
-def _absolute(uri: str) -> str:
-    """Local paths made absolute: workers (other processes, other directories) open them too."""
-    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
-
-
 def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
     """--class_map, else $YAMNET_BEAM_CLASS_MAP, else the file beside the model, else the default places."""
     if explicit:
-        return _absolute(explicit)
-    env = os.environ.get("YAMNET_BEAM_CLASS_MAP", "").strip()
+        return absolute_uri(explicit)
+    env = os.environ.get(CLASS_MAP_ENV, "").strip()
     if env:
         return env
     fs, path = fsspec.core.url_to_fs(model_uri)
@@ -174,7 +169,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     hop = _check_numbers(opts)
     out = _check_output_path(opts.output, opts.mode)
     inputs = match_inputs(opts.input or [])
-    model_uri = _absolute(opts.model or default_model_uri())
+    model_uri = absolute_uri(opts.model or default_model_uri())
     try:
         model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
     except ModelError as e:
@@ -188,7 +183,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "window_samples": framing.WINDOW_SAMPLES,
         "hop_samples": hop,
         "downmix": "mean",
-        "resampler": "soxr-HQ",
+        "resampler": f"soxr-HQ, {RESAMPLE_CHUNK}-sample chunks",
         "embedding_dtype": opts.embedding_dtype,
         "max_duration_s": max_duration,
     }

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam import framing, schema
+from yamnet_beam.inputs import is_remote, user_uri
 from yamnet_beam.labels import Labels, LabelsError, load_class_map
 from yamnet_beam.parts import committed_frames
 
@@ -97,13 +98,14 @@ class Output:
         else:  # an output written by hand or partly copied: keep queries working with no status info
             con.execute(
                 "CREATE VIEW files AS SELECT path, 'ok' AS status, NULL::VARCHAR AS error_kind, NULL::VARCHAR AS error,"
-                " max(start_s + valid_samples / 16000.0) AS duration_s, count(*) AS frames FROM frames GROUP BY path"
+                f" max(start_s + valid_samples / {float(framing.SAMPLE_RATE)}) AS duration_s, count(*) AS frames"
+                " FROM frames GROUP BY path"
             )
         return con
 
     @property
     def _remote(self) -> bool:
-        return "file" not in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        return is_remote(self.fs)
 
     @cached_property
     def labels(self) -> Labels:
@@ -154,11 +156,9 @@ def open_output(output: str) -> Output:
     root = root.rstrip("/") or "/"
     if not fs.isdir(root):
         raise QueryError(f"{output} is not a directory: pass the --output directory of a yamnet-beam run.")
-    remote = "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
     def listing(sub: str) -> list[str]:
-        found = sorted(fs.glob(f"{root}/{sub}/*.parquet"))
-        return [fs.unstrip_protocol(p) if remote else p for p in found]
+        return [user_uri(fs, p) for p in sorted(fs.glob(f"{root}/{sub}/*.parquet"))]
 
     file_files = listing("files")
     frame_files = listing("frames")

@@ -119,8 +119,8 @@ def _tune_worker_memory() -> None:
         pass
 
 
-class _ModelFn(beam.DoFn):
-    """Shared by the DoFns that run the model: picklable config in, model and counters built in setup()."""
+class _OutputFn(beam.DoFn):
+    """Shared by the DoFns that write parts: picklable config in, counters built in setup()."""
 
     def __init__(
         self,
@@ -137,9 +137,39 @@ class _ModelFn(beam.DoFn):
         self._files_schema = files_schema
         self._output = output
         self._settings = settings
-        self._model: FrameModel | None = None
 
     def setup(self):
+        self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
+        self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
+        self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
+        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
+        self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
+
+    def _writer(self, part_id: str) -> PartWriter:
+        return PartWriter(self._output, part_id, self._frames_schema, self._files_schema, self._settings.row_group_rows)
+
+    def _count(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["status"] == schema.STATUS_OK:
+            self._files_ok.inc()
+        else:
+            Metrics.counter(METRICS_NAMESPACE, f"files_error_{row['error_kind']}").inc()
+            self._files_error.inc()
+            _LOG.warning("%s (%s)", row["error"], row["error_kind"])  # the reason names the file
+        self._frames.inc(row["frames"])
+        self._audio_ms.inc(int((row["duration_s"] or 0) * 1000))
+        self._nonfinite.inc(row["nonfinite_samples"] or 0)
+        return row
+
+
+class _ModelFn(_OutputFn):
+    """Shared by the DoFns that run the model: it is built in setup(), one per DoFn instance (thread)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._model: FrameModel | None = None  # never pickled with the DoFn
+
+    def setup(self):
+        super().setup()
         _tune_worker_memory()
         t0 = time.perf_counter()
         self._model = self._model_loader.load()
@@ -147,15 +177,10 @@ class _ModelFn(beam.DoFn):
         self._plain_schema = self._frames_schema.remove_metadata()
         self._load_ms = int((time.perf_counter() - t0) * 1000)
         self._load_reported = False
-        self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
-        self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
-        self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
-        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
         self._decode_ms = Metrics.counter(METRICS_NAMESPACE, "decode_ms")
         self._infer_ms = Metrics.counter(METRICS_NAMESPACE, "infer_ms")
         self._build_ms = Metrics.counter(METRICS_NAMESPACE, "arrow_ms")
         self._write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
-        self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
         self._segment_count = Metrics.counter(METRICS_NAMESPACE, "segments")
 
     def start_bundle(self):
@@ -166,9 +191,6 @@ class _ModelFn(beam.DoFn):
             info = getattr(self._model, "info", None)
             if info is not None:
                 Metrics.distribution(METRICS_NAMESPACE, "model_bytes").update(info.size_bytes)
-
-    def _writer(self, part_id: str) -> PartWriter:
-        return PartWriter(self._output, part_id, self._frames_schema, self._files_schema, self._settings.row_group_rows)
 
     def _stream_frames(
         self,
@@ -210,18 +232,6 @@ class _ModelFn(beam.DoFn):
         self._infer_ms.inc(int((t1 - t0) * 1000))
         self._build_ms.inc(int((time.perf_counter() - t1) * 1000))
         return table
-
-    def _count(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["status"] == schema.STATUS_OK:
-            self._files_ok.inc()
-        else:
-            Metrics.counter(METRICS_NAMESPACE, f"files_error_{row['error_kind']}").inc()
-            self._files_error.inc()
-            _LOG.warning("%s (%s)", row["error"], row["error_kind"])  # the reason names the file
-        self._frames.inc(row["frames"])
-        self._audio_ms.inc(int((row["duration_s"] or 0) * 1000))
-        self._nonfinite.inc(row["nonfinite_samples"] or 0)
-        return row
 
 
 class _EmbedPartFn(_ModelFn):
@@ -384,7 +394,7 @@ class _EmbedSegmentFn(_ModelFn):
                 if not last and emitted != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1:
                     raise AudioDecodeError(
                         "corrupt",
-                        f"{path}: audio ends at {(seg.start + framer.total_samples) / 16000:.1f} s, "
+                        f"{path}: audio ends at {(seg.start + framer.total_samples) / framing.SAMPLE_RATE:.1f} s, "
                         "before the length its header gives",
                     )
             except AudioDecodeError as e:
@@ -399,7 +409,6 @@ class _EmbedSegmentFn(_ModelFn):
             writer.abort()
             raise
         result["frames"] = writer.rows_added
-        result["output_samples"] = framer.total_samples
         if stream is not None:
             source = stream.source_samples  # the last segment counts to the end of the file
             if seg.stop is not None:
@@ -410,19 +419,8 @@ class _EmbedSegmentFn(_ModelFn):
         yield seg.part_id, {"segment": seg, **result}
 
 
-class _CommitSegmentedFileFn(_ModelFn):
+class _CommitSegmentedFileFn(_OutputFn):
     """Once every segment of a long file is done, writes its one files row: the file's commit marker."""
-
-    def setup(self):  # no model needed here: only counters
-        self._labels = np.asarray(self._label_names, dtype=object)
-        self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
-        self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
-        self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")
-        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
-        self._nonfinite = Metrics.counter(METRICS_NAMESPACE, "nonfinite_samples")
-
-    def start_bundle(self):  # no model load to report
-        pass
 
     def process(self, element: tuple[str, Sequence[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         part_id, results = element

@@ -24,7 +24,7 @@ def runner_audio(tmp_path_factory, fixtures_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def job_args(runner_audio, model_path, class_map_path):
+def job_args(runner_audio, model_args):
     """``--input/--output/--model/--class_map`` for an output directory."""
 
     def make(out: Path) -> list[str]:
@@ -33,10 +33,7 @@ def job_args(runner_audio, model_path, class_map_path):
             str(runner_audio),
             "--output",
             str(out),
-            "--model",
-            str(model_path),
-            "--class_map",
-            str(class_map_path),
+            *model_args,
         ]
 
     return make
