@@ -108,3 +108,18 @@ def test_pipelines_entry_point_runs_the_job(tmp_path, fixtures_dir, model_args):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "1 files matched, 1 ok, 0 error" in res.stdout
     assert (out / "frames").is_dir() and (out / "manifest.json").is_file()
+
+
+def test_core_install_needs_no_extras(tmp_path, model_path):
+    """`pip install .` (no extras) must run the job and the demo: DuckDB, matplotlib and PyAV stay optional."""
+    code = (
+        "import sys\n"
+        "for mod in ('duckdb', 'matplotlib', 'av'):\n"
+        "    sys.modules[mod] = None  # importing it now raises ImportError, as without the extra\n"
+        "from yamnet_beam.cli import main\n"
+        f"sys.exit(main(['demo', '--audio_dir', {str(tmp_path / 'a')!r}, '--output', {str(tmp_path / 'o')!r}]))\n"
+    )
+    env = {**__import__("os").environ, "YAMNET_BEAM_MODEL": str(model_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "5 files matched, 5 ok, 0 error" in res.stdout
