@@ -31,3 +31,20 @@ class FakeModelLoader(ModelLoader):
     def load(self) -> FakeModel:
         FakeModelLoader.loads += 1
         return FakeModel()
+
+
+class FailingModelLoader(FakeModelLoader):
+    """A model whose every predict() raises ``error``: a crashing interpreter, or a worker being killed."""
+
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+    def load(self) -> FakeModel:
+        model = super().load()
+
+        def predict(frames):
+            raise self.error
+
+        model.predict = predict
+        return model

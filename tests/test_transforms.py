@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.fakes import FakeModel, FakeModelLoader
+from tests.fakes import FailingModelLoader, FakeModel, FakeModelLoader
 from yamnet_beam import framing, schema
 from yamnet_beam.audio import decode_file
 from yamnet_beam.inputs import InputFile
@@ -115,13 +115,7 @@ def test_part_with_good_and_bad_files_commits_all_rows(fixtures_dir, tmp_path):
 def test_failed_part_commits_nothing(fixtures_dir, tmp_path):
     """A part that dies mid-way (worker crash, retry) leaves no file a reader would pick up."""
 
-    class Dies(FakeModelLoader):
-        def load(self):
-            model = FakeModel()
-            model.predict = lambda frames: (_ for _ in ()).throw(KeyboardInterrupt())
-            return model
-
-    fn = _fn(tmp_path, Dies())
+    fn = _fn(tmp_path, FailingModelLoader(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         list(fn.process(Part("p9", (InputFile(str(fixtures_dir / "tone_1khz_16k.wav")),))))
     assert not (tmp_path / "files").exists() and not (tmp_path / "frames").exists()
@@ -129,13 +123,11 @@ def test_failed_part_commits_nothing(fixtures_dir, tmp_path):
 
 
 def test_model_failure_still_yields_a_row(fixtures_dir, tmp_path):
-    class Broken(FakeModelLoader):
-        def load(self):
-            model = FakeModel()
-            model.predict = lambda frames: (_ for _ in ()).throw(RuntimeError("interpreter exploded"))
-            return model
-
-    _, [row] = _run_fn(_fn(tmp_path, Broken()), tmp_path, fixtures_dir / "tone_1khz_16k.wav")
+    _, [row] = _run_fn(
+        _fn(tmp_path, FailingModelLoader(RuntimeError("interpreter exploded"))),
+        tmp_path,
+        fixtures_dir / "tone_1khz_16k.wav",
+    )
     assert row["status"] == "error" and row["error_kind"] == "internal"
     assert "interpreter exploded" in row["error"]
 
@@ -180,14 +172,8 @@ def test_a_failing_part_closes_the_file_opened_ahead(fixtures_dir, tmp_path):
     import threading
     import time
 
-    class Dies(FakeModelLoader):
-        def load(self):
-            model = FakeModel()
-            model.predict = lambda frames: (_ for _ in ()).throw(KeyboardInterrupt())
-            return model
-
     baseline = threading.active_count()
-    fn = _fn(tmp_path, Dies())
+    fn = _fn(tmp_path, FailingModelLoader(KeyboardInterrupt()))
     part = Part("p", tuple(InputFile(str(fixtures_dir / n)) for n in ["tone_1khz_16k.wav", "speech_22k_mono.wav"]))
     with pytest.raises(KeyboardInterrupt):
         list(fn.process(part))
