@@ -123,3 +123,17 @@ def test_core_install_needs_no_extras(tmp_path, model_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "5 files matched, 5 ok, 0 error" in res.stdout
+
+
+def test_readme_options_table_lists_every_option():
+    import argparse
+    from pathlib import Path
+
+    from yamnet_beam.options import YamnetOptions
+
+    parser = argparse.ArgumentParser()
+    YamnetOptions._add_argparse_args(parser)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Options") : readme.index("## Output")]
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.option_strings[0] != "-h"]
+    assert [f for f in flags if f"`{f}`" not in table] == []
