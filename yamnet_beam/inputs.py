@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import fsspec
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from yamnet_beam.audio import AUDIO_EXTENSIONS
+from yamnet_beam.schema import read_table
 
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
 _GLOB_CHARS = set("*?[")
@@ -112,7 +112,7 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> list[I
     else:
         try:
             table = (
-                pq.read_table(io.BytesIO(data), columns=["path"])
+                read_table(io.BytesIO(data), columns=["path"])
                 if ext == ".parquet"
                 else pacsv.read_csv(io.BytesIO(data))
             )

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam.inputs import InputFile
-from yamnet_beam.schema import files_table
+from yamnet_beam.schema import files_table, read_table
 
 FRAMES_DIR = "frames"
 FILES_DIR = "files"
@@ -293,7 +293,7 @@ class OutputDir:
         tables = []
         for p in sorted(paths):
             with self.fs.open(p, "rb") as f:
-                tables.append(pq.read_table(f, columns=list(columns) if columns else None))
+                tables.append(read_table(f, columns))
         return tables
 
     def read_files(self, columns: Sequence[str] | None = None) -> pa.Table | None:
@@ -319,14 +319,14 @@ class OutputDir:
             frames.setdefault(_marker_id(fid), []).append(path)
         for pid, files_path in sorted(self._parts(FILES_DIR).items()):
             with self.fs.open(files_path, "rb") as f:
-                files = pq.read_table(f)
+                files = read_table(f)
             mask = pc.is_in(files.column("path"), value_set=keep)
             if not pc.any(mask).as_py():
                 continue
             touched.append(pid)
             for path in [*sorted(frames.get(pid, [])), files_path]:
                 with self.fs.open(path, "rb") as f:
-                    table = pq.read_table(f)  # keeps the schema and its key-value metadata
+                    table = read_table(f)  # keeps the schema and its key-value metadata
                 remaining = table.filter(pc.invert(pc.is_in(table.column("path"), value_set=keep)))
                 if remaining.num_rows == 0:
                     self.fs.rm(path)

@@ -218,7 +218,7 @@ def scan_parquet(
         else:
             f = fs.open(uri if "://" not in uri else fs._strip_protocol(uri), "rb")
         try:
-            pf = pq.ParquetFile(f)
+            pf = schema.parquet_file(f)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=read_cols):
                 if regex:
                     batch = batch.filter(pc.match_substring_regex(batch.column("path"), regex))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES
 
@@ -115,6 +116,23 @@ def read_metadata(schema: pa.Schema) -> dict[str, Any]:
     """The run essentials stored by :func:`with_metadata` (empty if absent)."""
     raw = (schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
+
+
+def parquet_file(f: Any) -> pq.ParquetFile:
+    """Opens Parquet from a Python file object (fsspec, BytesIO) so that it is only read in this thread.
+
+    Not ``pq.read_table(f)``, nor ``ParquetFile``'s default pre-buffering: both read through Arrow's
+    async I/O, whose callbacks can drop the last reference to the Python file on an Arrow thread
+    after the read has returned. When that happens while the interpreter exits, that thread cannot
+    take the GIL and the process aborts ("terminate called without an active exception"; seen in CI
+    after a successful run).
+    """
+    return pq.ParquetFile(f, pre_buffer=False)
+
+
+def read_table(f: Any, columns: Sequence[str] | None = None) -> pa.Table:
+    """The whole table (schema metadata included) of Parquet in a Python file object; see :func:`parquet_file`."""
+    return parquet_file(f).read(columns=list(columns) if columns else None)
 
 
 def _fixed_size_list(values: np.ndarray, dtype: np.dtype) -> pa.FixedSizeListArray:
