@@ -21,6 +21,7 @@ No Apache Beam import here: the module is meant to be usable from a notebook.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -343,7 +344,7 @@ class _Source:
     """The decoder proper: owns the file object and libsndfile/PyAV handle, yields 16 kHz blocks.
 
     Everything it touches (file, decoder, resampler) is used by one thread only: the background
-    decode thread, or the caller's thread when decoding inline.
+    decode thread.
     """
 
     def __init__(
@@ -657,9 +658,7 @@ class AudioStream:
             like ``nonfinite_samples``. Output blocks are therefore always finite.
     """
 
-    def __init__(
-        self, uri: str, *, timeout_s: float | None, source: _Source | None = None, worker: _Worker | None = None
-    ) -> None:
+    def __init__(self, uri: str, *, timeout_s: float | None, worker: _Worker) -> None:
         self.uri = uri
         self.source_samples = 0
         self.output_samples = 0
@@ -668,19 +667,14 @@ class AudioStream:
         self._name = display_path(uri)
         self._timeout_s = timeout_s
         self._waited_s = 0.0
-        self._source = source
-        self._worker = worker
+        self._worker: _Worker | None = worker
         self._abandoned = False
         self._started = False
-        if worker is not None:
-            item = self._get()
-            if item[0] == "open":
-                source = item[1]
-            else:
-                self.close()
-                self._raise(item)
-        assert source is not None
-        self.info: AudioInfo = source.info
+        item = self._get()
+        if item[0] != "open":
+            self.close()
+            self._raise(item)
+        self.info: AudioInfo = item[1].info
 
     @property
     def duration_s(self) -> float:
@@ -701,9 +695,6 @@ class AudioStream:
 
     def close(self) -> None:
         """Stop decoding and release the decoder and the file; safe to call twice."""
-        if self._source is not None and self._worker is None:
-            self._source.close()
-        self._source = None
         worker, self._worker = self._worker, None
         if worker is None:
             return
@@ -730,20 +721,9 @@ class AudioStream:
         if self._started:
             raise RuntimeError("AudioStream.blocks() can only be iterated once")
         self._started = True
-        return self._inline_blocks() if self._worker is None else self._background_blocks()
+        return self._background_blocks()
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _inline_blocks(self) -> Iterator[np.ndarray]:
-        source = self._source
-        if source is None:
-            raise RuntimeError("AudioStream is closed")
-        try:
-            for block in source.blocks():
-                self._progress(source.progress())
-                yield block
-        finally:
-            self._progress(source.progress())
 
     def _background_blocks(self) -> Iterator[np.ndarray]:
         try:
@@ -856,16 +836,24 @@ def _open_source(
         fileobj = _ReadTrap(_open_file(uri))
     except Exception as e:  # FileNotFoundError, PermissionError, network and auth errors
         raise AudioDecodeError("io_error", f"{name}: cannot open: {_io_reason(e)}") from e
+    make_source = functools.partial(
+        _Source,
+        uri,
+        fileobj,
+        block_seconds=block_seconds,
+        resample_quality=quality,
+        max_duration_s=max_duration_s,
+        segment=segment,
+    )
     try:
-        source = _open_decoder(uri, fileobj, block_seconds, quality, max_duration_s)
-        if segment is not None:
-            if not source.info.seekable:
-                raise ValueError(f"{display_path(uri)}: {source.info.format} via {source.info.decoder} is not seekable")
-            source._segment = segment
-        return source
+        source = _open_decoder(uri, fileobj, make_source)
     except BaseException:
         fileobj.close()
         raise
+    if segment is not None and not source.info.seekable:
+        source.close()
+        raise ValueError(f"{name}: {source.info.format} via {source.info.decoder} is not seekable")
+    return source
 
 
 def _open_file(uri: str) -> Any:
@@ -889,9 +877,8 @@ def _io_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _open_decoder(
-    uri: str, fileobj: _ReadTrap, block_seconds: float, quality: str, max_duration_s: float | None
-) -> _Source:
+def _open_decoder(uri: str, fileobj: _ReadTrap, make_source: Callable[..., _Source]) -> _Source:
+    """Opens ``fileobj`` with libsndfile, else PyAV; ``make_source(info, **handles)`` builds the result."""
     name = display_path(uri)
     try:
         size = fileobj.seek(0, 2)
@@ -916,15 +903,7 @@ def _open_decoder(
             raise
         exact = sf.seekable() and sf.subtype.startswith(_EXACT_SEEK_SUBTYPES)
         info = AudioInfo(sf.samplerate, sf.channels, f"{sf.format}/{sf.subtype}", "soundfile", sf.frames, exact)
-        return _Source(
-            uri,
-            fileobj,
-            info,
-            block_seconds=block_seconds,
-            resample_quality=quality,
-            max_duration_s=max_duration_s,
-            sf_file=sf,
-        )
+        return make_source(info, sf_file=sf)
 
     # libsndfile cannot open it: an unrecognised format, or a damaged header it recognised.
     sf_reason = _sf_reason(sf_error)
@@ -948,7 +927,7 @@ def _open_decoder(
         raise AudioDecodeError("io_error", f"{name}: read failed: {_io_reason(e)}") from e
     try:
         fileobj.check(name, "while opening")
-        return _open_av_stream(av, uri, fileobj, container, block_seconds, quality, max_duration_s, sf_reason)
+        return _open_av_stream(av, uri, fileobj, container, make_source, sf_reason)
     except BaseException:
         container.close()
         raise
@@ -959,9 +938,7 @@ def _open_av_stream(
     uri: str,
     fileobj: _ReadTrap,
     container: Any,
-    block_seconds: float,
-    quality: str,
-    max_duration_s: float | None,
+    make_source: Callable[..., _Source],
     sf_reason: str,
 ) -> _Source:
     name = display_path(uri)
@@ -987,16 +964,7 @@ def _open_av_stream(
     if first is None:
         raise AudioDecodeError("no_audio", f"{name}: {codec} stream contains no audio samples")
     info = AudioInfo(int(first.sample_rate), int(first.layout.nb_channels), codec, "pyav")
-    return _Source(
-        uri,
-        fileobj,
-        info,
-        block_seconds=block_seconds,
-        resample_quality=quality,
-        max_duration_s=max_duration_s,
-        av_container=container,
-        av_frames=itertools.chain([first], frames),
-    )
+    return make_source(info, av_container=container, av_frames=itertools.chain([first], frames))
 
 
 def decode_file(uri: str) -> tuple[np.ndarray, AudioInfo, float]:
