@@ -7,6 +7,7 @@ every failure into a ``files/`` row with a counter, so no input is ever silently
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import time
 import traceback
@@ -21,7 +22,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from yamnet_beam import framing, schema
-from yamnet_beam.audio import AudioDecodeError, display_path, open_audio, segment_quantum
+from yamnet_beam.audio import AudioDecodeError, AudioInfo, display_path, open_audio, segment_quantum
 from yamnet_beam.inputs import InputFile, with_identity
 from yamnet_beam.parts import Part, PartWriter, Segment, long_file_part_id
 
@@ -96,9 +97,13 @@ def _identity(item: InputFile, fingerprint: str, part_id: str) -> dict[str, Any]
     return dict(size_bytes=item.size_bytes, mtime=item.mtime, etag=item.etag, fingerprint=fingerprint, part=part_id)
 
 
-_memory_tuned = False
+def _source_fields(info: AudioInfo | None) -> dict[str, Any]:
+    """The files row's description of the source (all None when it never opened)."""
+    fields = ("sample_rate", "channels", "format", "decoder")
+    return {f: getattr(info, f) if info is not None else None for f in fields}
 
 
+@functools.cache
 def _tune_worker_memory() -> None:
     """Keeps a worker's peak memory near its working set (once per process).
 
@@ -107,10 +112,6 @@ def _tune_worker_memory() -> None:
     (533 MB vs 365 MB per worker). The system pool for Arrow and at most two malloc arenas remove
     that; neither changes a result.
     """
-    global _memory_tuned
-    if _memory_tuned:
-        return
-    _memory_tuned = True
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -201,21 +202,19 @@ class _ModelFn(_OutputFn):
         first_frame: int,
         start_sample: int,
         finish: bool,
-    ) -> int:
-        """Frames the stream's blocks into ``writer``; returns how many frames were written."""
-        emitted = 0
+    ) -> None:
+        """Frames the stream's blocks into ``writer`` (``finish``: pad and flush the last frames at the end)."""
         blocks = stream.blocks()
         while True:
             t0 = time.perf_counter()
             block = next(blocks, None)
             self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
             if block is None and not finish:
-                return emitted
+                return
             for batch in framer.finish() if block is None else framer.push(block):
                 writer.add(self._frames_table(path, batch, first_frame, start_sample + framer.total_samples))
-                emitted += len(batch)
             if block is None:
-                return emitted
+                return
 
     def _frames_table(self, path: str, batch: framing.FrameBatch, first_frame: int, total_samples: int) -> pa.Table:
         """Runs the model on a batch of frames; ``first_frame`` offsets a segment's numbering."""
@@ -314,7 +313,6 @@ class _EmbedPartFn(_ModelFn):
         identity = _identity(item, s.fingerprint, part_id)
         framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
         before = writer.rows_added
-        emitted = 0
         info = None
         stream = None
         try:
@@ -326,7 +324,7 @@ class _EmbedPartFn(_ModelFn):
                 if segments:
                     self._segment_count.inc(len(segments))
                     return segments
-                emitted = self._stream_frames(path, stream, framer, writer, 0, 0, finish=True)
+                self._stream_frames(path, stream, framer, writer, 0, 0, finish=True)
         except AudioDecodeError as e:
             try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
                 if framer.total_samples and not framer.finished:
@@ -342,14 +340,11 @@ class _EmbedPartFn(_ModelFn):
         return schema.file_row(
             path,
             status=schema.STATUS_OK,
-            frames=emitted,
+            frames=writer.rows_added - before,
             duration_s=stream.duration_s,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-            format=info.format,
-            decoder=info.decoder,
             warning=_warning(framer.total_samples, stream.nonfinite_samples, stream.clipped_samples),
             nonfinite_samples=stream.nonfinite_samples,
+            **_source_fields(info),
             **identity,
         )
 
@@ -360,12 +355,9 @@ class _EmbedPartFn(_ModelFn):
             error_kind=kind,
             error=reason,
             frames=emitted,
-            duration_s=stream.duration_s if stream is not None and info is not None else None,
-            sample_rate=info.sample_rate if info else None,
-            channels=info.channels if info else None,
-            format=info.format if info else None,
-            decoder=info.decoder if info else None,
+            duration_s=stream.duration_s if stream is not None else None,
             nonfinite_samples=stream.nonfinite_samples if stream is not None else None,
+            **_source_fields(info),
             **identity,
         )
 
@@ -390,8 +382,11 @@ class _EmbedSegmentFn(_ModelFn):
                 ) as stream:
                     result["info"] = stream.info
                     last = seg.stop is None
-                    emitted = self._stream_frames(path, stream, framer, writer, seg.first_frame, seg.start, last)
-                if not last and emitted != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1:
+                    self._stream_frames(path, stream, framer, writer, seg.first_frame, seg.start, last)
+                if (
+                    not last
+                    and writer.rows_added != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1
+                ):
                     raise AudioDecodeError(
                         "corrupt",
                         f"{path}: audio ends at {(seg.start + framer.total_samples) / framing.SAMPLE_RATE:.1f} s, "
@@ -439,12 +434,9 @@ class _CommitSegmentedFileFn(_OutputFn):
             error=failed["error"] if failed else None,
             frames=sum(r["frames"] for r in results),
             duration_s=source / info.sample_rate if info else None,
-            sample_rate=info.sample_rate if info else None,
-            channels=info.channels if info else None,
-            format=info.format if info else None,
-            decoder=info.decoder if info else None,
             warning=_warning(None, nonfinite, sum(r.get("clipped", 0) for r in results)),
             nonfinite_samples=nonfinite,
+            **_source_fields(info),
             **_identity(seg.file, self._settings.fingerprint, part_id),
         )
         self._writer(part_id).commit([row])
