@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam.inputs import InputFile
-from yamnet_beam.schema import files_table, read_table
+from yamnet_beam.schema import STATUS_OK, files_table, read_table
 
 FRAMES_DIR = "frames"
 FILES_DIR = "files"
@@ -240,28 +240,19 @@ class OutputDir:
         self.fs, root = fsspec.core.url_to_fs(output)
         self.root = root.rstrip("/")
 
-    def _parts(self, directory: str) -> dict[str, str]:
+    def _ls(self, directory: str) -> list[str]:
         d = f"{self.root}/{directory}"
         # Workers commit parts from other processes: never trust this process's listing cache
         # (gcsfs and s3fs keep one per filesystem instance).
         self.fs.invalidate_cache(d)
-        if not self.fs.exists(d):
-            return {}
-        found = {}
-        for p in self.fs.ls(d, detail=False):
-            pid = _part_id_of(p)
-            if pid is not None:
-                found[pid] = p
-        return found
+        return self.fs.ls(d, detail=False) if self.fs.exists(d) else []
+
+    def _parts(self, directory: str) -> dict[str, str]:
+        return {pid: p for p in self._ls(directory) if (pid := _part_id_of(p)) is not None}
 
     def has_results(self) -> list[str]:
         """Which tables already have files (for refusing to write over them)."""
-        found = []
-        for d in (FRAMES_DIR, FILES_DIR):
-            self.fs.invalidate_cache(f"{self.root}/{d}")
-            if self.fs.exists(f"{self.root}/{d}") and self.fs.ls(f"{self.root}/{d}"):
-                found.append(d)
-        return found
+        return [d for d in (FRAMES_DIR, FILES_DIR) if self._ls(d)]
 
     def clear(self) -> None:
         """Removes every table, run file and derived table written by yamnet-beam (for ``--mode overwrite``)."""
@@ -369,7 +360,7 @@ def plan_resume(
         r = rows.get(key)
         if (
             r is not None
-            and (r["status"] == "ok" or r["error_kind"] not in TRANSIENT_ERRORS)
+            and (r["status"] == STATUS_OK or r["error_kind"] not in TRANSIENT_ERRORS)
             and r["fingerprint"] == fp
             and _same(r["size_bytes"], f.size_bytes)
             and _same(r["mtime"], f.mtime)

@@ -50,9 +50,7 @@ class RunPlan:
     parts: list[Part]
     model: ModelInfo
     labels: Labels
-    hop_samples: int
-    fingerprint: str
-    settings: EmbedSettings
+    settings: EmbedSettings  # hop and fingerprint included
     metadata: dict[str, Any]
 
 
@@ -212,7 +210,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
     }
-    return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, hop, fp, settings, metadata)
+    return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, settings, metadata)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_loader: ModelLoader | None = None):
@@ -281,7 +279,7 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
         "framing": {
             "sample_rate": framing.SAMPLE_RATE,
             "window_samples": framing.WINDOW_SAMPLES,
-            "hop_samples": plan.hop_samples,
+            "hop_samples": plan.settings.hop_samples,
             "frame_count": "1 + ceil(max(0, n - window) / hop)",
         },
         "options": opts.get_all_options(drop_default=True, retain_unknown_options=True),
