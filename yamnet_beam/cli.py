@@ -1,4 +1,5 @@
-"""``yamnet-beam`` command line: ``run`` the job, ``download-model``, and a ``demo`` on audio it makes itself."""
+"""``yamnet-beam`` command line: ``run`` the job, ``download-model``, a ``demo`` on audio it makes itself, and
+``query``/``pool``/``plot``/``report`` over a finished output."""
 
 from __future__ import annotations
 
@@ -47,7 +48,6 @@ def _cmd_run(rest: Sequence[str]) -> int:
 def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from yamnet_beam.demo import clip_top_labels, make_demo_audio
     from yamnet_beam.download import default_model_uri, download_model
-    from yamnet_beam.model import ModelError as _ModelError
     from yamnet_beam.pipeline import run
 
     audio_dir = Path(args.audio_dir)
@@ -55,7 +55,7 @@ def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     print(f"Made {len(files)} demo files in {audio_dir}")
     try:
         default_model_uri()
-    except _ModelError:
+    except ModelError:
         print("No model found locally: downloading it once (yamnet-beam download-model).")
         download_model()
     run(["--input", str(audio_dir), "--output", args.output, "--mode", "overwrite", *rest])

@@ -27,7 +27,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from yamnet_beam import framing
-from yamnet_beam.model import ModelInfo, YamnetModel, read_model_bytes
+from yamnet_beam.model import ModelInfo, YamnetModel
 
 
 class PerThreadYamnet:
@@ -43,7 +43,7 @@ class PerThreadYamnet:
         """This thread's interpreter (created on the thread's first call)."""
         m = getattr(self._local, "model", None)
         if m is None:
-            m = self._local.model = YamnetModel(read_model_bytes(self.uri), self.uri, self.num_threads)
+            m = self._local.model = YamnetModel.from_uri(self.uri, self.num_threads)
         return m
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
