@@ -97,16 +97,16 @@ def bench(dest: Path, rows: int, dtype: str, k: int, repeat: int) -> None:
     print(f"  Arrow batches + numpy over Parquet (no cache): {t_np:6.2f} s  ({rows / t_np / 1e6:.2f} M rows/s)")
     print(f"  same top-{k} frames as DuckDB: {[r[1] for r in duck] == top.column('frame').to_pylist()}")
 
-    cache = dest / dtype / "_similar_cache"
+    cache = query.similarity_cache_dir(out)
     shutil.rmtree(cache, ignore_errors=True)
     t0 = time.perf_counter()
-    query.build_similarity_cache(out, str(cache))
+    query.build_similarity_cache(out, cache)
     print(f"  building the cache (decode once, normalise)  : {time.perf_counter() - t0:6.2f} s")
-    t_c, top_c = _time(lambda: query.similar(out, vec, k, cache_dir=str(cache)), repeat)
+    t_c, top_c = _time(lambda: query.similar(out, vec, k, cache_dir=cache), repeat)
     print(f"  query.similar over the memory-mapped cache   : {t_c:6.2f} s  ({rows / t_c / 1e6:.2f} M rows/s)")
     same = top_c.column("frame").to_pylist() == top.column("frame").to_pylist()
     print(f"  same top-{k} frames as without the cache: {same}")
-    t_f, _ = _time(lambda: query.similar(out, vec, k, files=True, cache_dir=str(cache)), repeat)
+    t_f, _ = _time(lambda: query.similar(out, vec, k, files=True, cache_dir=cache), repeat)
     print(f"  ... with --files (best frame per file)       : {t_f:6.2f} s")
 
 

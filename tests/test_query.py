@@ -267,6 +267,21 @@ def test_similar_files_gives_one_row_per_file_best_frame(scene, out):
     assert paths[0] == str(scene["audio"] / "noise.ogg")
 
 
+def test_file_vector_of_a_stored_file_uses_its_frames(scene, out):
+    _, emb = _frames_numpy(scene["out"], scene["scene"])
+    mean = query.file_vector(out, scene["scene"])
+    np.testing.assert_allclose(mean.vector, emb.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert f"mean of its {len(emb)} frames" in mean.source
+    at = query.file_vector(out, scene["scene"], 14.0)
+    frame = query.frame_at(14.0, len(emb), out.hop_samples)
+    np.testing.assert_array_equal(at.vector, emb[frame])
+    assert at.source == f"{scene['scene']} frame {frame}"
+    late = query.file_vector(out, scene["scene"], 1e6)  # clamped to the last stored frame
+    np.testing.assert_array_equal(late.vector, emb[-1])
+    # One-row look-ups leave the connection usable for Arrow queries (DuckDB 2.x refuses a half-read result).
+    assert query.events(out, "Speech", 0.5, path=scene["scene"]).num_rows >= 1
+
+
 def test_similar_refs_and_errors(scene, out):
     assert query.parse_frame_ref("gs://b/a:b.wav:12") == ("gs://b/a:b.wav", 12)
     assert query.parse_file_ref("x.wav:1.5") == ("x.wav", 1.5)
@@ -300,6 +315,10 @@ def test_nearest_frames_per_batch_topk_equals_global_sort():
     assert res["frame"].to_pylist() == expect.tolist()
     per_file = query.nearest_frames(table.to_batches(max_chunksize=33), q, k=10, per_file=True)
     assert sorted(per_file["path"].to_pylist()) == [f"f{i}" for i in range(7)]
+    sims = (emb @ q) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(q))
+    best = {f"f{i}": int(np.arange(500)[i::7][np.argmax(sims[i::7])]) for i in range(7)}  # each file's best frame
+    assert dict(zip(per_file["path"].to_pylist(), per_file["frame"].to_pylist(), strict=True)) == best
+    assert per_file["similarity"].to_pylist() == sorted(per_file["similarity"].to_pylist(), reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------- summary / output
@@ -316,6 +335,23 @@ def test_summary_counts(scene, out):
     labels = pq.read_table(f"{scene['out']}/frames", columns=["top_label"])["top_label"].to_pylist()
     most = max(set(labels), key=labels.count)
     assert rows[("top_label (frames)", most)] == labels.count(most)
+
+
+def test_outputs_without_files_or_frames_tables_still_answer(scene, tmp_path):
+    """No files/ (a partial copy): files is derived from frames. No frames/ (every file failed): summary still works."""
+    no_files = tmp_path / "no_files"
+    shutil.copytree(scene["out"], no_files, ignore=shutil.ignore_patterns("files", "_similar_cache"))
+    o = query.open_output(str(no_files))
+    rows = {(r["section"], r["item"]): r["value"] for r in query.summary(o).to_pylist()}
+    frames = pq.read_table(f"{scene['out']}/frames", columns=["path"])
+    assert rows[("files", "matched")] == rows[("files", "ok")] == len(set(frames["path"].to_pylist())) == 3
+    assert rows[("audio", "frames")] == frames.num_rows
+    assert set(query.top_classes(o, 1)["path"].to_pylist()) == set(frames["path"].to_pylist())
+
+    no_frames = tmp_path / "no_frames"
+    shutil.copytree(scene["out"], no_frames, ignore=shutil.ignore_patterns("frames", "_similar_cache"))
+    rows = {(r["section"], r["item"]): r["value"] for r in query.summary(query.open_output(str(no_frames))).to_pylist()}
+    assert rows[("files", "matched")] == 4 and rows[("audio", "frames")] == 0
 
 
 def test_open_output_errors(tmp_path):

@@ -42,7 +42,7 @@ class InputFile:
     etag: str | None = None
 
 
-def _mtime(info: dict) -> float | None:
+def mtime_of(info: dict) -> float | None:
     """Modification time as epoch seconds, from whichever key this filesystem uses."""
     for key in ("mtime", "updated", "LastModified", "last_modified", "modified", "created"):
         value = info.get(key)
@@ -68,7 +68,7 @@ def _etag(info: dict) -> str | None:
 
 def _from_info(uri: str, info: dict) -> InputFile:
     size = info.get("size")
-    return InputFile(uri, int(size) if size is not None else None, _mtime(info), _etag(info))
+    return InputFile(uri, int(size) if size is not None else None, mtime_of(info), _etag(info))
 
 
 def with_identity(item: InputFile) -> InputFile:

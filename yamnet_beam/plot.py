@@ -42,7 +42,7 @@ class FileFrames:
 
 
 def file_frames(out: Output, path: str) -> FileFrames:
-    """Reads one file's frames in order; raises :class:`QueryError` naming close paths if it is absent."""
+    """Reads one file's frames in order; raises :class:`QueryError` naming a few stored paths if it is absent."""
     t = _arrow(
         out.con,
         "SELECT start_s, valid_samples, scores FROM frames WHERE path = ? ORDER BY frame",
@@ -54,7 +54,7 @@ def file_frames(out: Output, path: str) -> FileFrames:
     start = t.column("start_s").to_numpy()
     valid = t.column("valid_samples").to_numpy()
     end = float(start[-1] + valid[-1] / framing.SAMPLE_RATE)
-    return FileFrames(path, start, list_matrix(t.column("scores"), len(out.labels)), end)
+    return FileFrames(path, start, list_matrix(t.column("scores")), end)
 
 
 def envelope(path: str, points: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -113,7 +113,7 @@ def render_png(
     top_n = max(1, min(top_n, len(names)))
     order = np.argsort(-ff.scores.mean(axis=0), kind="stable")[:top_n]
     half_hop = out.hop_s / 2
-    centres = ff.start_s + framing.WINDOW_SAMPLES / framing.SAMPLE_RATE / 2
+    centres = ff.start_s + framing.WINDOW_SECONDS / 2
     t0, t1 = float(centres[0] - half_hop), float(centres[-1] + half_hop)
 
     fig = figure_cls(figsize=(width_in, 2.0 + 0.28 * top_n), dpi=dpi, layout="constrained")

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam import framing, schema
-from yamnet_beam.inputs import is_remote, user_uri
+from yamnet_beam.inputs import is_remote, mtime_of, user_uri
 from yamnet_beam.labels import Labels, LabelsError, load_class_map
 from yamnet_beam.parts import committed_frames
 
@@ -59,6 +59,13 @@ def _arrow(con: Any, sql: str, params: Any = None) -> pa.Table:
     rel = con.sql(sql, params=params)
     fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
     return fetch()
+
+
+def _first_row(con: Any, sql: str, params: Any = None) -> tuple | None:
+    """A query's first row, or None. Reads the whole result: DuckDB 2.x refuses further work on a
+    connection (``con.sql`` in :func:`_arrow`) while a previous result is still partly unread."""
+    rows = con.execute(sql, params).fetchall()
+    return rows[0] if rows else None
 
 
 def _sql_str(s: str) -> str:
@@ -137,8 +144,7 @@ class Output:
         return self.manifest.get("model_uri") or self.run_metadata.get("model_uri")
 
     def _uri(self, name: str) -> str:
-        path = f"{self.root}/{name}"
-        return self.fs.unstrip_protocol(path) if self._remote else path
+        return user_uri(self.fs, f"{self.root}/{name}")
 
     def _strip(self, uri: str) -> str:
         return self.fs._strip_protocol(uri) if self._remote else uri
@@ -147,7 +153,7 @@ class Output:
         self, columns: Sequence[str], path_glob: str | None = None, batch_rows: int = SCAN_BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of ``columns`` from frames/, file by file, optionally only paths matching a glob."""
-        return scan_parquet(self.frame_files, columns, path_glob, self.fs, batch_rows)
+        return scan_parquet(self.fs, self.frame_files, columns, path_glob, batch_rows)
 
 
 def open_output(output: str) -> Output:
@@ -203,51 +209,39 @@ def _glob_regex(glob: str) -> str:
 
 
 def scan_parquet(
+    fs: fsspec.AbstractFileSystem,
     files: Sequence[str],
     columns: Sequence[str],
     path_glob: str | None = None,
-    fs: fsspec.AbstractFileSystem | None = None,
     batch_rows: int = SCAN_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Streams record batches of ``columns`` (plus ``path`` when filtering) from Parquet files."""
+    """Streams non-empty record batches of ``columns`` from Parquet files, optionally only paths matching a glob."""
     regex = _glob_regex(path_glob) if path_glob else None
     read_cols = list(dict.fromkeys([*columns, *(["path"] if regex else [])]))
     for uri in files:
-        if fs is None:
-            f: Any = uri
-        else:
-            f = fs.open(uri if "://" not in uri else fs._strip_protocol(uri), "rb")
-        try:
-            pf = schema.parquet_file(f)
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=read_cols):
+        with fs.open(uri if "://" not in uri else fs._strip_protocol(uri), "rb") as f:
+            for batch in schema.parquet_file(f).iter_batches(batch_size=batch_rows, columns=read_cols):
                 if regex:
-                    batch = batch.filter(pc.match_substring_regex(batch.column("path"), regex))
-                    if batch.num_rows == 0:
-                        continue
-                    batch = batch.select(list(columns))
-                yield batch
-        finally:
-            if fs is not None:
-                f.close()
+                    batch = batch.filter(pc.match_substring_regex(batch.column("path"), regex)).select(list(columns))
+                if batch.num_rows:
+                    yield batch
 
 
-def list_matrix(arr: pa.Array | pa.ChunkedArray, width: int | None = None) -> np.ndarray:
-    """A (fixed-size) list column as a ``[rows, width]`` numpy array, zero-copy when it is one contiguous chunk."""
+def list_matrix(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A (fixed-size) list column as a ``[rows, width]`` numpy array, zero-copy when it is one contiguous chunk.
+
+    Lists read back through DuckDB are variable-size: their width is then that of the (equal) rows.
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if arr.null_count:
         raise QueryError("a list column holds nulls; the frames table never should: is the file damaged?")
+    values = arr.flatten()
     if pa.types.is_fixed_size_list(arr.type):
         width = arr.type.list_size
-    values = arr.flatten()
-    if width is None:
+    else:
         width = len(values) // len(arr) if len(arr) else 0
     return values.to_numpy(zero_copy_only=False).reshape(len(arr), width)
-
-
-def embedding_matrix(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The embedding column as ``[rows, 1024]`` (float32 or float16, as stored)."""
-    return list_matrix(arr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +315,7 @@ def iter_pooled(
         s_max = np.maximum.reduceat(scores, starts, axis=0)
         e_sum = None
         if with_embedding:
-            emb = embedding_matrix(batch.column("embedding"))[order]
+            emb = list_matrix(batch.column("embedding"))[order]
             e_sum = np.add.reduceat(emb, starts, axis=0, dtype=np.float64)
         names = codes.dictionary.to_pylist()
         for g, code in enumerate(sorted_idx[starts]):
@@ -347,10 +341,10 @@ def iter_pooled(
 def _pooled_table(
     done: list[tuple[str, _Acc]], expected: dict[str, tuple[int, str | None, float | None]], labels: Labels, emb: bool
 ) -> pa.Table:
-    n = np.array([a.n for _, a in done], np.int64)
-    mean = np.stack([a.score_sum for _, a in done]) / n[:, None] if done else np.zeros((0, len(labels)))
-    mx = np.stack([a.score_max for _, a in done]) if done else np.zeros((0, len(labels)))
-    top = mean.argmax(axis=1) if len(done) else np.zeros(0, np.int64)
+    n = np.array([a.n for _, a in done], np.int64)  # iter_pooled never passes an empty chunk
+    mean = np.stack([a.score_sum for _, a in done]) / n[:, None]
+    mx = np.stack([a.score_max for _, a in done])
+    top = mean.argmax(axis=1)
     names = np.asarray(labels.names, dtype=object)
     paths = [p for p, _ in done]
     info = [expected.get(p, (None, None, None)) for p in paths]
@@ -363,11 +357,11 @@ def _pooled_table(
         "max_scores": pa.FixedSizeListArray.from_arrays(pa.array(mx.astype(np.float32).reshape(-1)), len(labels)),
     }
     if emb:
-        e = np.stack([a.emb_sum for _, a in done]) / n[:, None] if done else np.zeros((0, schema.EMBEDDING_DIM))
+        e = np.stack([a.emb_sum for _, a in done]) / n[:, None]
         columns["mean_embedding"] = pa.FixedSizeListArray.from_arrays(
             pa.array(e.astype(np.float32).reshape(-1)), schema.EMBEDDING_DIM
         )
-    columns["top_label"] = pa.array(names[top] if len(done) else [], pa.string())
+    columns["top_label"] = pa.array(names[top], pa.string())
     columns["top_score"] = pa.array(mean[np.arange(len(done)), top].astype(np.float32))
     full = schema.clips_schema(num_classes=len(labels))
     fields = [full.field(c) for c in columns]
@@ -380,54 +374,39 @@ def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> 
     ``dest`` is a directory (default ``OUTPUT/clips``); its previous Parquet files are replaced, since
     the clip table is derived data that a new pooling makes anew.
     """
-    target = dest or out._uri("clips")
-    fs, root = fsspec.core.url_to_fs(target)
+    fs, root = fsspec.core.url_to_fs(dest or out._uri("clips"))
+    root = root.rstrip("/")
     fs.makedirs(root, exist_ok=True)
-    for old in fs.glob(f"{root.rstrip('/')}/*.parquet"):
+    for old in fs.glob(f"{root}/*.parquet"):
         fs.rm(old)
-    path = f"{root.rstrip('/')}/part-00000-of-00001.parquet"
+    path = f"{root}/part-00000-of-00001.parquet"
     clip_schema = schema.clips_schema(num_classes=len(out.labels), metadata=out.run_metadata or None)
     with fs.open(path, "wb") as f, pq.ParquetWriter(f, clip_schema, compression="zstd") as writer:
-        for table in iter_pooled(out, path_glob):
-            writer.write_table(table.cast(clip_schema))
-    return fs.unstrip_protocol(path) if "://" in target else path
+        for table in iter_pooled(out, path_glob):  # clips_schema's fields already; the writer adds the metadata
+            writer.write_table(table)
+    return user_uri(fs, path)
 
 
 def top_classes(out: Output, k: int = 5, path_glob: str | None = None) -> pa.Table:
     """Per file, the ``k`` classes with the highest mean score and the ``k`` with the highest max score."""
     if k < 1:
         raise QueryError(f"-k must be at least 1, got {k}")
-    names = out.labels.names
+    names = np.asarray(out.labels.names, dtype=object)
     k = min(k, len(names))
-    rows: dict[str, list] = {c: [] for c in ("path", "rank", "by_mean", "mean", "by_max", "max")}
+    ranks = np.arange(1, k + 1, dtype=np.int32)
+    tables = []
     for t in iter_pooled(out, path_glob, with_embedding=False):
-        means = list_matrix(t.column("mean_scores"))
-        maxes = list_matrix(t.column("max_scores"))
-        for path, m, x in zip(t.column("path").to_pylist(), means, maxes, strict=True):
-            tm = np.argsort(-m, kind="stable")[:k]
-            tx = np.argsort(-x, kind="stable")[:k]
-            for r in range(k):
-                rows["path"].append(path)
-                rows["rank"].append(r + 1)
-                rows["by_mean"].append(names[tm[r]])
-                rows["mean"].append(float(m[tm[r]]))
-                rows["by_max"].append(names[tx[r]])
-                rows["max"].append(float(x[tx[r]]))
-    if not rows["path"]:
+        columns: dict[str, Any] = {"path": t.column("path").take(np.repeat(np.arange(t.num_rows), k))}
+        columns["rank"] = np.tile(ranks, t.num_rows)
+        for by, value, pooled in (("by_mean", "mean", "mean_scores"), ("by_max", "max", "max_scores")):
+            m = list_matrix(t.column(pooled))  # float32 [files, classes]
+            top = np.argsort(-m, axis=1, kind="stable")[:, :k]
+            columns[by] = pa.array(names[top].reshape(-1), pa.string())
+            columns[value] = np.take_along_axis(m, top, axis=1).reshape(-1)
+        tables.append(pa.table(columns))
+    if not tables:
         raise QueryError(f"no frames match --path {path_glob!r}" if path_glob else "the output holds no frames")
-    table = pa.table(rows).cast(
-        pa.schema(
-            [
-                ("path", pa.string()),
-                ("rank", pa.int32()),
-                ("by_mean", pa.string()),
-                ("mean", pa.float32()),
-                ("by_max", pa.string()),
-                ("max", pa.float32()),
-            ]
-        )
-    )
-    return table.sort_by([("path", "ascending"), ("rank", "ascending")])
+    return pa.concat_tables(tables).sort_by([("path", "ascending"), ("rank", "ascending")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,7 +441,7 @@ def events(
         raise QueryError(f"--max_gap must be >= 0, got {max_gap}")
     gap_frames = int(math.floor(max_gap / out.hop_s + 1e-9))
     index = resolve_class(out.labels, cls)
-    half_window = framing.WINDOW_SAMPLES / framing.SAMPLE_RATE / 2
+    half_window = framing.WINDOW_SECONDS / 2
     sql = f"""
         WITH hits AS (
             SELECT path, frame, start_s + {half_window} AS centre,
@@ -521,21 +500,21 @@ def frame_at(seconds: float, n_frames: int, hop_samples: int) -> int:
     return int(min(max(i, 0), max(n_frames - 1, 0)))
 
 
-def _stored_path(out: Output, file: str) -> str | None:
+def _stored_path(out: Output, file: str) -> tuple[str, int] | None:
+    """``file`` as the output stores it (as given, or made absolute) and its frame count; None if it has no frames."""
     candidates = list(dict.fromkeys([file, os.path.abspath(os.path.expanduser(file))]))
     for c in candidates:
-        if out.con.execute("SELECT 1 FROM files WHERE path = ? AND frames > 0 LIMIT 1", [c]).fetchone():
-            return c
+        row = _first_row(out.con, "SELECT frames FROM files WHERE path = ? AND frames > 0 LIMIT 1", [c])
+        if row:
+            return c, int(row[0])
     return None
 
 
 def frame_vector(out: Output, path: str, index: int) -> QueryVector:
     """The stored embedding of frame ``index`` of ``path``."""
-    row = out.con.execute(
-        "SELECT embedding FROM frames WHERE path = ? AND frame = ? LIMIT 1", [path, int(index)]
-    ).fetchone()
+    row = _first_row(out.con, "SELECT embedding FROM frames WHERE path = ? AND frame = ? LIMIT 1", [path, int(index)])
     if row is None:
-        n = out.con.execute("SELECT count(*) FROM frames WHERE path = ?", [path]).fetchone()[0]
+        n = _first_row(out.con, "SELECT count(*) FROM frames WHERE path = ?", [path])[0]
         if n == 0:
             raise QueryError(f"{path!r} has no frames in {out.uri} (paths are stored as the run matched them)")
         raise QueryError(f"{path!r} has frames 0..{n - 1}; there is no frame {index}")
@@ -573,14 +552,14 @@ def file_vector(out: Output, file: str, seconds: float | None = None, model_uri:
     run's model (``model_uri`` overrides), framed exactly as the pipeline frames.
     """
     stored = _stored_path(out, file)
-    if stored is not None:
-        if seconds is None:
-            t = _arrow(out.con, "SELECT embedding FROM frames WHERE path = ?", [stored])
-            mean = list_matrix(t.column("embedding")).mean(axis=0, dtype=np.float64)
-            return QueryVector(mean.astype(np.float32), f"{stored} (mean of its {t.num_rows} frames)")
-        n = out.con.execute("SELECT count(*) FROM frames WHERE path = ?", [stored]).fetchone()[0]
-        return frame_vector(out, stored, frame_at(seconds, n, out.hop_samples))
-    return _embed_file(out, file, seconds, model_uri)
+    if stored is None:
+        return _embed_file(out, file, seconds, model_uri)
+    path, n = stored
+    if seconds is not None:
+        return frame_vector(out, path, frame_at(seconds, n, out.hop_samples))
+    t = _arrow(out.con, "SELECT embedding FROM frames WHERE path = ?", [path])
+    mean = list_matrix(t.column("embedding")).mean(axis=0, dtype=np.float64)
+    return QueryVector(mean.astype(np.float32), f"{path} (mean of its {t.num_rows} frames)")
 
 
 def _embed_file(out: Output, file: str, seconds: float | None, model_uri: str | None) -> QueryVector:
@@ -606,11 +585,15 @@ def _embed_file(out: Output, file: str, seconds: float | None, model_uri: str | 
     return QueryVector(emb.mean(axis=0, dtype=np.float64).astype(np.float32), what)
 
 
+def _row_norms(m: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", m, m))
+
+
 def _cosine(block: np.ndarray, q_unit: np.ndarray, normalized: bool = False) -> np.ndarray:
-    m = block if block.dtype == np.float32 else block.astype(np.float32)
+    m = block.astype(np.float32, copy=False)
     if normalized:  # rows already have unit length (the similarity cache): one matrix-vector product
         return m @ q_unit
-    norms = np.sqrt(np.einsum("ij,ij->i", m, m))
+    norms = _row_norms(m)
     with np.errstate(divide="ignore", invalid="ignore"):
         sims = (m @ q_unit) / norms
     return np.nan_to_num(sims, nan=-1.0)
@@ -632,7 +615,7 @@ def nearest_frames(
     q_unit = q / norm
     keep: list[pa.Table] = []
     for batch in batches:
-        sims = _cosine(embedding_matrix(batch.column("embedding")), q_unit, normalized)
+        sims = _cosine(list_matrix(batch.column("embedding")), q_unit, normalized)
         t = pa.Table.from_batches([batch.drop_columns(["embedding"])]).append_column(
             "similarity", pa.array(sims, pa.float32())
         )
@@ -677,8 +660,7 @@ def similarity_cache_dir(out: Output) -> str:
 def _cache_stem(out: Output, cache_dir: str, part_uri: str) -> str:
     """Cache files are named by the part and its size and mtime, so a rewritten part is never served stale."""
     info = out.fs.info(out._strip(part_uri))
-    mtime = info.get("mtime") or info.get("updated") or info.get("LastModified") or ""
-    stamp = f"{info.get('size')}-{mtime}".encode()
+    stamp = f"{info.get('size')}-{mtime_of(info)}".encode()
     name = part_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
     return os.path.join(cache_dir, f"{name}-{hashlib.sha256(stamp).hexdigest()[:12]}")
 
@@ -690,20 +672,20 @@ def _build_part_cache(out: Output, part_uri: str, stem: str) -> None:
     matrix = None
     at = 0
     tmp = f"{stem}.tmp-{os.getpid()}"
-    for batch in scan_parquet([part_uri], [*SIMILAR_COLUMNS, "embedding"], fs=out.fs):
-        emb = embedding_matrix(batch.column("embedding"))
-        if matrix is None:
-            with out.fs.open(out._strip(part_uri), "rb") as f:
-                rows = pq.ParquetFile(f).metadata.num_rows
-            # float32 even for float16 tables: numpy's float16->float32 conversion would cost 8x the product.
-            matrix = np.lib.format.open_memmap(f"{tmp}.npy", mode="w+", dtype=np.float32, shape=(rows, emb.shape[1]))
-        m = emb.astype(np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", m, m))
-        norms[norms == 0] = 1.0
-        matrix[at : at + len(m)] = m / norms[:, None]
-        at += len(m)
-        pf_rows.append(batch.drop_columns(["embedding"]))
-    if matrix is None:
+    with out.fs.open(out._strip(part_uri), "rb") as f:
+        pf = schema.parquet_file(f)
+        for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=[*SIMILAR_COLUMNS, "embedding"]):
+            m = list_matrix(batch.column("embedding")).astype(np.float32, copy=False)
+            if matrix is None:
+                # float32 even for float16 tables: numpy's float16->float32 conversion would cost 8x the product.
+                shape = (pf.metadata.num_rows, m.shape[1])
+                matrix = np.lib.format.open_memmap(f"{tmp}.npy", mode="w+", dtype=np.float32, shape=shape)
+            norms = _row_norms(m)
+            norms[norms == 0] = 1.0
+            matrix[at : at + len(m)] = m / norms[:, None]
+            at += len(m)
+            pf_rows.append(batch.drop_columns(["embedding"]))
+    if matrix is None:  # an empty part: nothing to cache, similar() scans it (for nothing)
         return
     matrix.flush()
     del matrix
@@ -771,8 +753,8 @@ def similar(
         if stem is not None and os.path.exists(f"{stem}.npy"):
             results.append(nearest_frames(_cached_batches(stem, path_glob), vector.vector, k, files, normalized=True))
         else:
-            batches = scan_parquet([part], [*SIMILAR_COLUMNS, "embedding"], path_glob, out.fs)
-            results.append(nearest_frames(_nonempty(batches), vector.vector, k, files))
+            batches = scan_parquet(out.fs, [part], [*SIMILAR_COLUMNS, "embedding"], path_glob)
+            results.append(nearest_frames(batches, vector.vector, k, files))
     results = [r for r in results if r is not None]
     if not results:
         raise QueryError("no frames to search (does --path match anything?)")
@@ -780,10 +762,6 @@ def similar(
     t = t.select(["path", "frame", "start_s", "end_s", "similarity", "top_label"])
     ranks = pa.array(np.arange(1, t.num_rows + 1, dtype=np.int32))
     return t.add_column(0, "rank", ranks)
-
-
-def _nonempty(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    return (b for b in batches if b.num_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -808,21 +786,27 @@ def summary(out: Output, top_n: int = 10) -> pa.Table:
 # Output
 
 
-def _cell(v: Any, short: bool) -> str:
-    """Scores (float32) to 3 decimals; seconds, hours and counts (float64) to 6 significant digits."""
+def _is_number(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` is right-aligned."""
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _cell(v: Any, t: pa.DataType) -> str:
+    """A value of a column of type ``t``: scores (float32/16) to 3 decimals; seconds, hours and counts
+    (float64) to 6 significant digits."""
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.3f}" if short else f"{v:.6g}"
+        return f"{v:.3f}" if t in (pa.float32(), pa.float16()) else f"{v:.6g}"
     return str(v)
 
 
 def format_text(table: pa.Table) -> str:
     """A plain aligned text table (numbers right-aligned), for people."""
     names = table.column_names
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
-    short = [f.type == pa.float32() or f.type == pa.float16() for f in table.schema]
-    rows = [[_cell(v, short[i]) for i, v in enumerate(r.values())] for r in table.to_pylist()]
+    types = table.schema.types
+    numeric = [_is_number(t) for t in types]
+    rows = [[_cell(v, t) for v, t in zip(r.values(), types, strict=True)] for r in table.to_pylist()]
     widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
 
     def line(cells: Sequence[str]) -> str:

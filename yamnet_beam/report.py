@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from yamnet_beam.plot import render_png
-from yamnet_beam.query import Output, _arrow, _cell, summary, top_classes
+from yamnet_beam.query import Output, _arrow, _cell, _is_number, summary, top_classes
 
 MAX_TABLE_ROWS = 500
 
@@ -32,15 +32,14 @@ figcaption { font-size: .9em; color: #555; } .muted { color: #777; }
 def _table_html(table: pa.Table, max_rows: int = MAX_TABLE_ROWS) -> str:
     if table.num_rows == 0:
         return '<p class="muted">none</p>'
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
-    short = [f.type in (pa.float32(), pa.float16()) for f in table.schema]
+    types = table.schema.types
     head = "".join(f"<th>{html.escape(n)}</th>" for n in table.column_names)
     rows = []
     for r in table.slice(0, max_rows).to_pylist():
         cells = []
-        for (name, v), num, sh in zip(r.items(), numeric, short, strict=True):
-            text = _cell(v, sh)
-            cls = ' class="num"' if num else (f' class="{html.escape(text)}"' if name == "status" else "")
+        for (name, v), t in zip(r.items(), types, strict=True):
+            text = _cell(v, t)
+            cls = ' class="num"' if _is_number(t) else (f' class="{html.escape(text)}"' if name == "status" else "")
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="muted">{table.num_rows - max_rows} more rows not shown</p>' if table.num_rows > max_rows else ""
