@@ -14,8 +14,10 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from yamnet_beam.inputs import absolute_uri
 from yamnet_beam.labels import LabelsError, load_class_map
@@ -23,11 +25,9 @@ from yamnet_beam.model import NUM_CLASSES, ModelError, ModelInfo, inspect_model
 
 # MediaPipe's hosting of TensorFlow's YAMNet (Apache-2.0): input float32 [1, 15600], scores
 # [1, 521], int8 weights, label list packed in its TFLite metadata. The default is the versioned
-# URL, whose content and hash are fixed, so that stored tables are reproducible; "latest" may move.
+# URL, whose content and hash are fixed, so that stored tables are reproducible; ".../float32/latest/"
+# may move.
 MODEL_URL = "https://storage.googleapis.com/mediapipe-models/audio_classifier/yamnet/float32/1/yamnet.tflite"
-MODEL_URL_LATEST = (
-    "https://storage.googleapis.com/mediapipe-models/audio_classifier/yamnet/float32/latest/yamnet.tflite"
-)
 # TensorFlow's class map at a fixed commit of tensorflow/models (the file has not changed since).
 CLASS_MAP_URL = (
     "https://raw.githubusercontent.com/tensorflow/models/dfffd623b6be8d1d9744b8e261fbac370d17c46d/"
@@ -50,6 +50,7 @@ CLASS_MAP_ENV = "YAMNET_BEAM_CLASS_MAP"
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_T = TypeVar("_T")
 
 NOT_FOUND_HINT = (
     "run `yamnet-beam download-model` to fetch it, or set "
@@ -220,10 +221,10 @@ def _check_model(path: Path, url: str, sha: str, expected: str | None) -> ModelI
         raise DownloadError(f"{url} is not a usable YAMNet model: {e}") from e
 
 
-def _check_class_map(path: Path, url: str, sha: str | None = None) -> None:
+def _check_class_map(path: Path, url: str, sha: str) -> None:
     expected = KNOWN_SHA256.get(url)
-    if expected is not None and (sha or _sha256_file(path)) != expected:
-        raise DownloadError(f"SHA-256 mismatch for {url}: expected {expected}, got {sha or _sha256_file(path)}")
+    if expected is not None and sha != expected:
+        raise DownloadError(f"SHA-256 mismatch for {url}: expected {expected}, got {sha}")
     try:
         labels = load_class_map(str(path))
     except (LabelsError, OSError) as e:
@@ -268,6 +269,23 @@ def _reusable(path: Path, url: str) -> bool:
     return recorded is None or recorded == url
 
 
+def _reuse_or_fetch(
+    path: Path, url: str, force: bool, temps: list[Path], check: Callable[[Path, str], _T]
+) -> tuple[Path | None, str, _T]:
+    """The file at ``path`` if reusable and it passes ``check(file, sha256)``; else ``url`` fetched and checked.
+
+    Returns the temporary file to move into place (None when reused), its SHA-256 and what ``check``
+    returned. A fetched file is added to ``temps`` first, so the caller removes it on any failure.
+    """
+    if not force and _reusable(path, url):
+        sha = _sha256_file(path)
+        with contextlib.suppress(DownloadError):  # broken or different file: fetch a fresh one
+            return None, sha, check(path, sha)
+    tmp, sha = _fetch(url, path.parent, path.name)
+    temps.append(tmp)
+    return tmp, sha, check(tmp, sha)
+
+
 def download_model(
     dest_dir: str | Path | None = None,
     *,
@@ -295,48 +313,24 @@ def download_model(
 
     temps: list[Path] = []
     try:
-        # The model: reuse if present, from the same source and valid; else fetch into a temp file.
-        model_tmp = None
-        info = None
-        if not force and _reusable(model_path, model_url):
-            sha = _sha256_file(model_path)
-            try:
-                info = _check_model(model_path, model_url, sha, expected)
-            except DownloadError:
-                info = None  # broken or different file: fetch a fresh one
-        if info is None:
-            model_tmp, sha = _fetch(model_url, dest, MODEL_FILENAME)
-            temps.append(model_tmp)
-            info = _check_model(model_tmp, model_url, sha, expected)
-        model_sha = sha
-
-        map_tmp = None
-        map_sha = None
-        if map_path is not None and class_map_url:
-            reuse = False
-            if not force and _reusable(map_path, class_map_url):
-                try:
-                    _check_class_map(map_path, class_map_url)
-                    reuse = True
-                except DownloadError:
-                    reuse = False
-            if reuse:
-                map_sha = _sha256_file(map_path)
-            else:
-                map_tmp, map_sha = _fetch(class_map_url, dest, CLASS_MAP_FILENAME)
-                temps.append(map_tmp)
-                _check_class_map(map_tmp, class_map_url, map_sha)
-
+        model_tmp, model_sha, info = _reuse_or_fetch(
+            model_path, model_url, force, temps, lambda p, sha: _check_model(p, model_url, sha, expected)
+        )
+        map_tmp = map_sha = None
+        if map_path is not None:
+            map_tmp, map_sha, _ = _reuse_or_fetch(
+                map_path, class_map_url, force, temps, lambda p, sha: _check_class_map(p, class_map_url, sha)
+            )
         # Everything checked: move into place (atomic renames) and record provenance. A kept file
         # keeps its record (or lack of one): we do not know where a hand-placed file came from.
-        if model_tmp is not None:
-            os.replace(model_tmp, model_path)
-            temps.remove(model_tmp)
-            _write_record(model_path, model_sha, model_url)
-        if map_tmp is not None and map_path is not None and class_map_url:
-            os.replace(map_tmp, map_path)
-            temps.remove(map_tmp)
-            _write_record(map_path, map_sha, class_map_url)
+        for tmp, path, sha, url in (
+            (model_tmp, model_path, model_sha, model_url),
+            (map_tmp, map_path, map_sha, class_map_url),
+        ):
+            if tmp is not None:
+                os.replace(tmp, path)
+                temps.remove(tmp)
+                _write_record(path, sha, url)
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
@@ -349,7 +343,7 @@ def download_model(
         model_info=info,
         class_map_path=map_path,
         class_map_sha256=map_sha,
-        class_map_url=class_map_url or None,
+        class_map_url=class_map_url,
         class_map_downloaded=map_tmp is not None,
     )
 
