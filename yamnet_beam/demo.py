@@ -34,15 +34,6 @@ import soundfile as sf
 
 SEED = 20240521
 
-# file name -> (sample rate, soundfile format, subtype)
-_FORMATS: dict[str, tuple[int, str, str]] = {
-    "sine_250hz_16k.wav": (16000, "WAV", "PCM_16"),
-    "white_noise_44k_stereo.flac": (44100, "FLAC", "PCM_16"),
-    "siren_48k.ogg": (48000, "OGG", "VORBIS"),
-    "chime_22k.wav": (22050, "WAV", "PCM_16"),
-    "silence_then_dial_tone_8k.wav": (8000, "WAV", "PCM_16"),
-}
-
 
 def _t(seconds: float, sr: int) -> np.ndarray:
     return np.arange(int(round(seconds * sr))) / sr
@@ -95,12 +86,13 @@ def silence_then_dial_tone(sr: int) -> np.ndarray:
     return np.concatenate([np.zeros(int(6.0 * sr)), tone])
 
 
-_SIGNALS: dict[str, Callable[[int], np.ndarray]] = {
-    "sine_250hz_16k.wav": sine,
-    "white_noise_44k_stereo.flac": white_noise,
-    "siren_48k.ogg": siren,
-    "chime_22k.wav": chime,
-    "silence_then_dial_tone_8k.wav": silence_then_dial_tone,
+# file name -> (signal, sample rate, soundfile format, subtype)
+_FILES: dict[str, tuple[Callable[[int], np.ndarray], int, str, str]] = {
+    "sine_250hz_16k.wav": (sine, 16000, "WAV", "PCM_16"),
+    "white_noise_44k_stereo.flac": (white_noise, 44100, "FLAC", "PCM_16"),
+    "siren_48k.ogg": (siren, 48000, "OGG", "VORBIS"),
+    "chime_22k.wav": (chime, 22050, "WAV", "PCM_16"),
+    "silence_then_dial_tone_8k.wav": (silence_then_dial_tone, 8000, "WAV", "PCM_16"),
 }
 
 
@@ -112,9 +104,9 @@ def make_demo_audio(dest_dir: str | Path) -> list[Path]:
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, (sr, fmt, subtype) in _FORMATS.items():
+    for name, (signal, sr, fmt, subtype) in _FILES.items():
         buf = io.BytesIO()
-        sf.write(buf, _SIGNALS[name](sr).astype(np.float32), sr, format=fmt, subtype=subtype)
+        sf.write(buf, signal(sr).astype(np.float32), sr, format=fmt, subtype=subtype)
         data = buf.getvalue()
         if fmt == "OGG":
             data = fix_ogg_serial(data)
