@@ -28,6 +28,8 @@ import soxr
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from tests.conftest import decode_threads
+from tests.test_audio import BAD
 from yamnet_beam import audio
 from yamnet_beam.audio import (
     ERROR_KINDS,
@@ -69,43 +71,17 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
 
 
-def _decode_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("yamnet-beam-decode")]
-
-
-@pytest.fixture
-def no_leaked_threads() -> Iterator[None]:
-    before = threading.active_count()
-    yield
-    deadline = time.monotonic() + 5
-    while _decode_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _decode_threads() == []
-    assert threading.active_count() == before
-
-
 # ---------------------------------------------------------------------------------------
-# the bad_* fixtures: exact kinds, with and without the per-file limits
-
-BAD_KINDS = {
-    "bad_empty.wav": "empty_file",
-    "bad_header_only.wav": "corrupt",
-    "bad_random.mp3": "unsupported_format",
-    "bad_text.wav": "unsupported_format",
-    "bad_truncated.flac": "corrupt",
-}
-
-
-def test_every_bad_fixture_has_an_expected_kind(fixtures_dir: Path) -> None:
-    assert {p.name for p in fixtures_dir.glob("bad_*")} == set(BAD_KINDS)
+# the bad_* fixtures (tests/test_audio.py lists them): exact kinds, with and without the per-file limits
 
 
 @pytest.mark.parametrize("limits", [{}, {"timeout_s": 30.0, "max_duration_s": 3600.0}], ids=["plain", "limits"])
-@pytest.mark.parametrize("name", sorted(BAD_KINDS))
+@pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_fixture_kind(fixtures_dir: Path, name: str, limits: dict, no_leaked_threads: None) -> None:
+    kind, reason = BAD[name]
     err = _error(fixtures_dir / name, **limits)
-    assert err.kind == BAD_KINDS[name]
-    assert name in str(err)
+    assert err.kind == kind
+    assert name in str(err) and reason in str(err)
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,6 +136,8 @@ def test_nonfinite_samples_are_zeroed_and_counted(tmp_path: Path, rate: int, sub
         assert s.clipped_samples == 0
     assert np.isfinite(y).all()
     np.testing.assert_array_equal(y, _decode(tmp_path / "clean.wav", block_seconds=block_seconds))
+    if rate == SR:  # no resampling: the mean of the channels with each non-finite value zeroed
+        np.testing.assert_allclose(y, clean.mean(axis=1), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("huge", [3e38, 1.5e19, 5e6])
@@ -348,9 +326,9 @@ def scripted() -> Iterator[Callable[..., str]]:
         if "gate" in behaviour:
             behaviour["gate"].set()
         fs.rm(path)
-    for t in _decode_threads():
+    for t in decode_threads():
         t.join(10)
-    assert _decode_threads() == []  # released threads saw the stop flag and ended
+    assert decode_threads() == []  # released threads saw the stop flag and ended
 
 
 def _wav_bytes(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
@@ -431,7 +409,7 @@ def test_decoder_hanging_at_open_times_out(scripted) -> None:
     assert "hang_open.wav" in str(err.value) and "longer than 0.5 s" in str(err.value)
     assert "stopped while opening" in str(err.value)
     assert 0.5 <= elapsed < 0.5 + 5.0
-    assert not gate.is_set() and len(_decode_threads()) == 1  # abandoned, still blocked
+    assert not gate.is_set() and len(decode_threads()) == 1  # abandoned, still blocked
 
 
 def test_decoder_hanging_mid_stream_times_out_after_the_blocks_before(scripted) -> None:

@@ -18,7 +18,9 @@ import soundfile as sf
 from fsspec.implementations.memory import MemoryFileSystem
 
 from tests import tflite_builder
+from tests.test_audio import BAD
 from yamnet_beam import framing
+from yamnet_beam.audio import decode_file, display_path
 from yamnet_beam.cli import main
 from yamnet_beam.pipeline import RunFailedError, run
 
@@ -72,15 +74,8 @@ def _write_cases(d, fixtures_dir):
     """Every bad case of issue 3 next to good files; returns {file name: expected kind or 'ok'}."""
     expected = {}
     for f in fixtures_dir.iterdir():
-        kind = {
-            "bad_empty.wav": "empty_file",
-            "bad_header_only.wav": "corrupt",
-            "bad_random.mp3": "unsupported_format",
-            "bad_text.wav": "unsupported_format",
-            "bad_truncated.flac": "corrupt",
-        }.get(f.name, "ok")
         shutil.copy(f, d / f.name)
-        expected[f.name] = kind
+        expected[f.name] = BAD[f.name][0] if f.name in BAD else "ok"
     sf.write(d / "zero_length.wav", np.zeros(0, np.float32), SR)
     expected["zero_length.wav"] = "no_audio"
     nan = _tone(2)
@@ -100,6 +95,11 @@ def _write_cases(d, fixtures_dir):
     return expected
 
 
+def _rows(out):
+    """The files/ rows by file name."""
+    return {r["path"].rsplit("/", 1)[1]: r for r in pq.read_table(out / "files").to_pylist()}
+
+
 @pytest.fixture(scope="module")
 def bad_run(tmp_path_factory, fixtures_dir, model_args):
     d = tmp_path_factory.mktemp("cases")
@@ -117,12 +117,12 @@ def bad_run(tmp_path_factory, fixtures_dir, model_args):
         "4",
     ]
     summary = run(argv)
-    return out, summary, expected
+    return out, summary, expected, d
 
 
 def test_every_case_has_its_exact_kind(bad_run):
-    out, summary, expected = bad_run
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in pq.read_table(out / "files").to_pylist()}
+    out, summary, expected, _ = bad_run
+    rows = _rows(out)
     assert sorted(rows) == sorted(expected)  # every input exactly once
     for name, kind in expected.items():
         row = rows[name]
@@ -138,16 +138,19 @@ def test_every_case_has_its_exact_kind(bad_run):
 
 
 def test_good_files_complete_and_flags(bad_run):
-    out, _, expected = bad_run
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in pq.read_table(out / "files").to_pylist()}
+    out, _, expected, cases = bad_run
+    rows = _rows(out)
+    # decoded lengths, independent of the rows' own durations (names as the table shows them)
+    shown = {display_path(str(p)).rsplit("/", 1)[1]: p for p in cases.iterdir()}
+    lengths = {name: len(decode_file(str(shown[name]))[0]) for name, kind in expected.items() if kind == "ok"}
     frames = pq.read_table(out / "frames", columns=["path", "frame", "valid_samples"]).to_pylist()
     per_file = {}
     for f in frames:
         per_file.setdefault(f["path"].rsplit("/", 1)[1], []).append(f["frame"])
     for name, kind in expected.items():
         if kind == "ok":
-            n = round(rows[name]["duration_s"] * SR)
-            assert sorted(per_file[name]) == list(range(framing.num_frames(n))) == list(range(rows[name]["frames"]))
+            expected_frames = list(range(framing.num_frames(lengths[name])))
+            assert sorted(per_file[name]) == expected_frames == list(range(rows[name]["frames"]))
     assert rows["short_0.3s_16k.wav"]["warning"].startswith("shorter than one window")
     assert rows["nan_inf.wav"]["nonfinite_samples"] == 3 and "NaN/Inf" in rows["nan_inf.wav"]["warning"]
     assert rows["channels_32.wav"]["channels"] == 32 and rows["rate_384k.wav"]["sample_rate"] == 384000
@@ -189,14 +192,14 @@ def test_deleted_permission_denied_and_hung_files(tmp_path, fixtures_dir, hangin
         ]
     )
     assert time.monotonic() - t0 < 60
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in pq.read_table(out / "files").to_pylist()}
+    rows = _rows(out)
     assert rows["vanishing.wav"]["error_kind"] == "io_error"
     assert rows["locked.wav"]["error_kind"] == "io_error" and "ermission denied" in rows["locked.wav"]["error"]
     assert rows["slow.wav"]["error_kind"] == "timeout"
     assert rows["good.wav"]["status"] == "ok" and rows["good.wav"]["frames"] == framing.num_frames(64000)
 
 
-# --- bad options: refused with a message and exit code 2, before any work ------------------------------------
+# --- bad options: refused with one readable line and exit code 2, before any work (the CLI's user errors) ---
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +220,12 @@ def wrong_models(tmp_path_factory):
         ({"--output": "/proc/version/out"}, "not writable"),
         ({"--output": "EXISTING"}, "already holds results"),
         ({"--model": "/no/such/model.tflite"}, "download-model"),
+        ({"--model": "/nope.tflite"}, "/nope.tflite"),
         ({"--model": "MODELS/not_tflite.tflite"}, "not_tflite.tflite"),
         ({"--model": "MODELS/wrong_classes.tflite"}, "521"),
         ({"--class_map": "MODELS/short_map.csv"}, "521"),
         ({"--hop_seconds": "0"}, "hop"),
+        ({"--hop_seconds": "-1"}, "hop"),
         ({"--hop_seconds": "2"}, "hop"),
         ({"--fail_threshold": "1.5"}, "fail_threshold"),
         ({"--part_files": "0"}, "part_files"),
@@ -251,12 +256,15 @@ def test_bad_options_exit_2_before_work(
                 .replace("EXISTING", str(tmp_path / "EXISTING"))
             )
     argv = ["run"] + [x for kv in args.items() for x in kv]
+    by_argparse = False
     try:
         code = main(argv)
     except SystemExit as e:  # argparse's own choices check (--embedding_dtype)
-        code = e.code
+        code, by_argparse = e.code, True
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("usage: " if by_argparse else "yamnet-beam: error:")  # one line of ours, or argparse's
     assert not (tmp_path / "out").exists()  # nothing created, no worker started
 
 

@@ -1,5 +1,6 @@
 """Whole pipelines on the DirectRunner: every input once in files/, frames per the formula, real model numbers."""
 
+import hashlib
 import json
 import math
 import shutil
@@ -9,23 +10,18 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.fakes import FakeModelLoader
+from tests.test_audio import BAD
 from yamnet_beam import framing, schema
 from yamnet_beam.audio import decode_file
 from yamnet_beam.options import YamnetOptions
 from yamnet_beam.pipeline import OptionsError, build_pipeline, plan_run, run
 
-BAD_KINDS = {
-    "bad_empty.wav": "empty_file",
-    "bad_header_only.wav": None,  # kind checked in tests/test_audio.py; here: an error row with a reason
-    "bad_random.mp3": None,
-    "bad_text.wav": "unsupported_format",
-    "bad_truncated.flac": "corrupt",
-}
 SPEECH = [
     "speech_16k_float32.wav",
     "speech_22k_mono.wav",
@@ -71,14 +67,13 @@ def test_every_input_once_with_status(inprocess_run, audio_dir):
     paths = sorted(r["path"] for r in files)
     assert paths == sorted(str(p) for p in audio_dir.iterdir())
     by_name = {r["path"].rsplit("/", 1)[1]: r for r in files}
-    for name, kind in BAD_KINDS.items():
+    for name, (kind, reason) in BAD.items():
         row = by_name[name]
-        assert row["status"] == "error" and row["error"], row
-        if kind:
-            assert row["error_kind"] == kind
+        assert row["status"] == "error" and row["error_kind"] == kind, row
+        assert reason in row["error"], row
     ok = [r for r in files if r["status"] == "ok"]
-    assert len(ok) == len(files) - len(BAD_KINDS)
-    assert summary.files_ok == len(ok) and summary.files_error == len(BAD_KINDS)
+    assert len(ok) == len(files) - len(BAD)
+    assert summary.files_ok == len(ok) and summary.files_error == len(BAD)
     assert summary.files_matched == summary.files_ok + summary.files_error
 
 
@@ -100,17 +95,20 @@ def test_frame_rows_follow_formula(inprocess_run, audio_dir):
 
 def test_parquet_schema_metadata_and_side_files(inprocess_run, model_path):
     out, _ = inprocess_run
-    for part in (out / "frames").glob("*.parquet"):
+    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    frame_parts, file_parts = list((out / "frames").glob("*.parquet")), list((out / "files").glob("*.parquet"))
+    assert frame_parts and file_parts
+    for part in frame_parts:
         f = pq.ParquetFile(part)
         assert f.schema_arrow.remove_metadata() == schema.frames_schema()
         meta = schema.read_metadata(f.schema_arrow)
-        assert meta["model_sha256"] == "469be6a3421cbc52cf97e9f2f966cba984198e8e7af9854d68b3e3ebb1e04194"
+        assert meta["model_sha256"] == sha256
         assert meta["hop_samples"] == 7680
         assert f.metadata.row_group(0).column(0).compression == "ZSTD"
-    for part in (out / "files").glob("*.parquet"):
+    for part in file_parts:
         assert pq.read_schema(part).remove_metadata() == schema.FILES_SCHEMA
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model_sha256"].startswith("469be6a3")
+    assert manifest["model_sha256"] == sha256
     assert manifest["counts"]["files_matched"] == manifest["counts"]["files_ok"] + manifest["counts"]["files_error"]
     labels = (out / "labels.csv").read_text().splitlines()
     assert labels[0] == "index,mid,display_name" and len(labels) == 522 and labels[1].endswith("Speech")
@@ -343,6 +341,8 @@ def test_counters_per_kind_and_stage(tmp_path, fixtures_dir, model_path, class_m
     assert counters["files_error_unsupported_format"] == 1 and counters["files_error_empty_file"] == 1
     expected = sum(_expected_frames(d / n) for n in ["tone_1khz_16k.wav", "speech_48k_stereo.flac"])
     assert counters["frames"] == expected
-    assert counters["audio_ms"] == pytest.approx(4000 + 10_030, abs=50)  # 4 s tone + the 10.03 s speech
+    # each file's duration in whole ms, from the file headers as libsndfile reads them (4 s tone + ~10 s speech)
+    audio_ms = sum(int(sf.info(str(d / n)).duration * 1000) for n in ["tone_1khz_16k.wav", "speech_48k_stereo.flac"])
+    assert counters["audio_ms"] == pytest.approx(audio_ms, abs=2)
     assert counters["infer_ms"] > 0 and "decode_ms" in counters and "write_ms" in counters
     assert dists["model_bytes"].max == model_path.stat().st_size and dists["model_load_ms"].count >= 1
