@@ -7,6 +7,9 @@ committed; if they are missing the tests fail loudly instead of silently skippin
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,19 @@ def fixtures_dir(shared_dir: Path) -> Path:
 def model_args(model_path: Path, class_map_path: Path) -> list[str]:
     """``--model``/``--class_map`` for the shared model: what every test run of the job passes."""
     return ["--model", str(model_path), "--class_map", str(class_map_path)]
+
+
+def decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("yamnet-beam-decode")]
+
+
+@pytest.fixture
+def no_leaked_threads() -> Iterator[None]:
+    """After the test no decode thread is left and the thread count is back where it was (ending takes a moment)."""
+    before = threading.active_count()
+    yield
+    deadline = time.monotonic() + 10
+    while (decode_threads() or threading.active_count() > before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert decode_threads() == []
+    assert threading.active_count() == before

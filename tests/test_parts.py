@@ -142,10 +142,6 @@ def test_has_results_and_clear(tmp_path):
     assert out.has_results() == [] and out.read_files() is None
 
 
-def _existing(rows):
-    return schema.files_table(rows)
-
-
 @pytest.mark.parametrize(
     "row,now,redo,superseded",
     [
@@ -177,16 +173,16 @@ def _existing(rows):
     ],
 )
 def test_plan_resume(row, now, redo, superseded):
-    existing = _existing([_row("/a.wav", **row)]) if row else _existing([])
+    existing = schema.files_table([_row("/a.wav", **row)]) if row else schema.files_table([])
     todo, drop = plan_resume(existing, [now], "fp")
-    assert (todo == [now]) == redo
-    assert (drop == {"/a.wav"}) == superseded
+    assert todo == ([now] if redo else [])
+    assert drop == ({"/a.wav"} if superseded else set())
 
 
 def test_plan_resume_other_fingerprint_redoes_everything():
-    existing = _existing([_row("/a.wav", size_bytes=10, mtime=1.0)])
-    todo, drop = plan_resume(existing, [InputFile("/a.wav", 10, 1.0)], "new-fp")
-    assert len(todo) == 1 and drop == {"/a.wav"}
+    existing = schema.files_table([_row("/a.wav", size_bytes=10, mtime=1.0)])
+    now = InputFile("/a.wav", 10, 1.0)
+    assert plan_resume(existing, [now], "new-fp") == ([now], {"/a.wav"})
 
 
 def test_plan_resume_without_output():

@@ -139,8 +139,6 @@ def test_sharded_run_equals_whole_file_run(runs):
 def test_lossy_files_are_not_split(long_files):
     """libsndfile's seeks in MP3/Vorbis/Opus are not bit-exact (and VBR MP3 headers misstate lengths):
     such files are processed whole; PCM-like data (WAV, FLAC) is split."""
-    from yamnet_beam.audio import open_audio
-
     seekable = {}
     for name, path in long_files.items():
         with open_audio(str(path)) as stream:
@@ -167,6 +165,5 @@ def test_queries_see_segment_frames(runs):
     """Readers keep only committed frames parts: a long file's segment parts count as committed."""
     from yamnet_beam import query
 
-    whole, sharded = runs
     tops = [query.top_classes(query.open_output(str(out)), k=3).sort_by("path").to_pylist() for out in runs]
     assert tops[0] == tops[1] and len({r["path"] for r in tops[0]}) == 4
