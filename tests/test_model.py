@@ -23,7 +23,6 @@ from yamnet_beam.model import (
     YamnetModel,
     expose_embedding,
     inspect_model,
-    read_embedded_labels,
     read_model_bytes,
 )
 
@@ -329,13 +328,12 @@ def _csv_labels() -> str:
         ({}, None),
     ],
 )
-def test_read_embedded_labels(files: dict[str, str], expected: tuple[str, ...] | None) -> None:
-    assert read_embedded_labels(tb.with_zip(tb.fixed_model(), files)) == expected
+def test_embedded_labels(files: dict[str, str], expected: tuple[str, ...] | None) -> None:
+    assert inspect_model(tb.with_zip(tb.fixed_model(), files)).embedded_labels == expected
 
 
-def test_read_embedded_labels_without_zip(real_bytes: bytes) -> None:
-    assert read_embedded_labels(real_bytes) is None
-    assert read_embedded_labels(b"") is None
+def test_no_embedded_labels_without_zip(real_bytes: bytes) -> None:
+    assert inspect_model(real_bytes).embedded_labels is None
 
 
 # ---------------------------------------------------------------------------------------------

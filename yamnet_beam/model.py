@@ -489,12 +489,6 @@ def _find_label_file(model_bytes: bytes) -> tuple[str, tuple[str, ...]] | None:
     return filename, names
 
 
-def read_embedded_labels(model_bytes: bytes) -> tuple[str, ...] | None:
-    """Class display names from a label file packed in the model, or None if there is none."""
-    found = _find_label_file(bytes(model_bytes))
-    return found[1] if found else None
-
-
 # --------------------------------------------------------------------------------------------
 # Inference
 
