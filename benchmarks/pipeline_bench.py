@@ -24,7 +24,6 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -276,7 +275,6 @@ class BareInterpreter:
         self.interp = Interpreter(model_content=expose_embedding(read_model_bytes(str(model_path))), num_threads=1)
         self.interp.allocate_tensors()
         self.input_index = self.interp.get_input_details()[0]["index"]
-        self.outputs = {int(d["shape"][-1]): d["index"] for d in self.interp.get_output_details()}
 
     def invoke_all(self, frames: np.ndarray) -> float:
         """CPU seconds to copy each frame into the input tensor and ``invoke()`` (outputs not read)."""
@@ -289,13 +287,7 @@ class BareInterpreter:
         return time.thread_time() - t0
 
 
-def measure_floor(
-    paths: Sequence[Path],
-    model_path: Path,
-    repeats: int,
-    invoke: bool = True,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+def measure_floor(paths: Sequence[Path], model_path: Path, repeats: int, invoke: bool = True) -> dict[str, Any]:
     """Per stage, the sum over ``paths`` of each file's best standalone CPU time on one thread.
 
     Thread CPU time equals wall time on an idle core (everything here is single-threaded, and LiteRT runs
@@ -523,12 +515,9 @@ def _parquet_bytes(output: Path) -> dict[str, Any]:
     return res
 
 
-def _run_pipeline(argv: list[str]) -> tuple[Any, Any, float, str]:
-    """Runs the job through ``yamnet_beam.pipeline.run`` and captures the PipelineResult for its metrics.
-
-    ``run(argv, test_pipeline=...)`` is used when available (the exact user path, summary and manifest
-    included); otherwise ``plan_run`` + ``build_pipeline``; otherwise plain ``run(argv)`` (no metrics).
-    """
+def _run_pipeline(argv: list[str]) -> tuple[Any, Any, float]:
+    """Runs the job through ``yamnet_beam.pipeline.run`` (the exact user path, summary and manifest included),
+    capturing the PipelineResult for its metrics with a ``beam.Pipeline`` subclass passed as ``test_pipeline``."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -544,21 +533,8 @@ def _run_pipeline(argv: list[str]) -> tuple[Any, Any, float, str]:
             captured["result"], captured["pipeline_s"] = result, time.perf_counter() - t0
             return result
 
-    params = inspect.signature(yp.run).parameters
-    if "test_pipeline" in params:
-        summary = yp.run(argv, test_pipeline=CapturingPipeline(options=PipelineOptions(argv)))
-        return summary, captured.get("result"), captured.get("pipeline_s", float("nan")), "run(test_pipeline)"
-    if hasattr(yp, "plan_run") and hasattr(yp, "build_pipeline"):
-        from yamnet_beam.options import YamnetOptions
-
-        options = PipelineOptions(argv)
-        opts = options.view_as(YamnetOptions)
-        plan = yp.plan_run(opts)
-        p = CapturingPipeline(options=options)
-        yp.build_pipeline(p, plan, opts)
-        p.run()
-        return None, captured.get("result"), captured.get("pipeline_s", float("nan")), "plan_run+build_pipeline"
-    return yp.run(argv), None, float("nan"), "run(argv)"
+    summary = yp.run(argv, test_pipeline=CapturingPipeline(options=PipelineOptions(argv)))
+    return summary, captured.get("result"), captured.get("pipeline_s", float("nan"))
 
 
 def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
@@ -589,14 +565,13 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
         profiler.start()
     with RssSampler() as rss:
         t0 = time.perf_counter()
-        summary, result, pipeline_s, how = _run_pipeline(argv)
+        summary, result, pipeline_s = _run_pipeline(argv)
         wall = time.perf_counter() - t0
     if profiler is not None:
         profiler.stop()
         Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
         Path(spec["profile"]).with_suffix(".html").write_text(profiler.output_html())
     out = {
-        "how": how,
         "import_s": import_s,
         "wall_s": wall,
         "pipeline_s": pipeline_s,
@@ -604,10 +579,9 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
         "metrics": _metrics(result) if result is not None else {},
         "bytes": _parquet_bytes(output),
     }
-    if summary is not None:
-        out["summary"] = {
-            k: getattr(summary, k) for k in ("files_matched", "files_ok", "files_error", "frames", "audio_hours")
-        }
+    out["summary"] = {
+        k: getattr(summary, k) for k in ("files_matched", "files_ok", "files_error", "frames", "audio_hours")
+    }
     return out
 
 
@@ -812,7 +786,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def stage_shares(res: dict[str, Any], startup_s: float, workers: int) -> dict[str, Any]:
-    """Share of worker time per stage from the DoFn's *_ms counters; the rest is framing, Beam, writing."""
+    """Share of worker time per stage from the DoFn's *_ms counters; the rest is framing, Beam and Python."""
     counters = res.get("metrics", {}).get("counters", {})
     busy = max(1e-9, (res["wall_s"] - startup_s) * workers)
     stages = {k[: -len("_ms")]: v / 1000 for k, v in counters.items() if k.endswith("_ms") and k != "audio_ms"}
@@ -862,16 +836,7 @@ def main_bench(args: argparse.Namespace) -> int:
         target = {"short": [short_p], "long": [long_p], "mixed": mixed}[args.profile]
         prof = HERE / "results" / f"profile_{args.profile}.txt"
         prof.parent.mkdir(parents=True, exist_ok=True)
-        res = spawn(
-            ctx,
-            "pipeline",
-            f"profile-{args.profile}",
-            {
-                "inputs": [str(t) for t in target],
-                "extra": [*_workers_args(1), *ctx.pipeline_args],
-                "profile": str(prof),
-            },
-        )
+        res = run_pipeline_case(ctx, f"profile-{args.profile}", target, 1, profile=str(prof))
         log(f"profiled 1-worker run on {args.profile}: {res['wall_s']:.1f} s -> {prof} (+ .html)")
         return 0
 
@@ -895,7 +860,7 @@ def main_bench(args: argparse.Namespace) -> int:
 
     log("(a) floor on the mixed corpus ...")
     ctx.wait_quiet()
-    floor = measure_floor(mixed, model, repeats, log=log)
+    floor = measure_floor(mixed, model, repeats)
     results["floor_mixed"] = floor
     log(f"  {json.dumps(floor)}")
 
@@ -1029,7 +994,8 @@ def main_bench(args: argparse.Namespace) -> int:
     results["targets"] = targets
     results["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
 
-    out = Path(args.out)
+    # A smoke run must not replace the recorded full results that the READMEs quote.
+    out = Path(args.out or (cache / "quick.json" if args.quick else DEFAULT_OUT))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))
     print()
@@ -1110,8 +1076,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(argv[2]).write_text(json.dumps(res, default=str))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="~5-minute corpus, 3-min 'long' file, 1 repeat: a smoke run")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT.relative_to(REPO)})")
+    ap.add_argument("--quick", action="store_true", help="~6-minute corpus, 3-min 'long' file, 1 repeat: a smoke run")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help=f"JSON results (default {DEFAULT_OUT.relative_to(REPO)}; with --quick, quick.json in the --cache folder)",
+    )
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="corpus and scratch directory (git-ignored)")
     ap.add_argument("--repeats", type=int, default=0, help="best-of-N for timed runs (default 2, --quick 1)")
     ap.add_argument(
