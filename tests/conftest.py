@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,45 @@ def no_leaked_threads() -> Iterator[None]:
         time.sleep(0.01)
     assert decode_threads() == []
     assert threading.active_count() == before
+
+
+class LoopbackHTTPServer:
+    """Serves a directory on 127.0.0.1 (http:// inputs and downloads without a network); records request paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def send_head(self):  # noqa: ANN202 - record every GET/HEAD path
+                requests.append(self.path)
+                return super().send_head()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[[Path], LoopbackHTTPServer]]:
+    """Starts a :class:`LoopbackHTTPServer` for a directory; all are shut down after the test."""
+    servers: list[LoopbackHTTPServer] = []
+
+    def start(root: Path) -> LoopbackHTTPServer:
+        servers.append(LoopbackHTTPServer(root))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

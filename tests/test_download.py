@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import threading
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import LoopbackHTTPServer
 from yamnet_beam import download
 from yamnet_beam.download import (
     DownloadError,
@@ -32,34 +29,8 @@ CLASS_MAP_SHA256 = "cdf24d193e196d9e95912a2667051ae203e92a2ba09449218ccb40ef787c
 FINAL_FILES = {"yamnet.tflite", "yamnet.tflite.sha256", "yamnet_class_map.csv", "yamnet_class_map.csv.sha256"}
 
 
-class _Server:
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        requests = self.requests
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # keep test output clean
-                pass
-
-            def send_head(self):  # noqa: ANN202 - record every GET/HEAD path
-                requests.append(self.path)
-                return super().send_head()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture
-def served(tmp_path: Path, model_path: Path, class_map_path: Path) -> Iterator[_Server]:
+def served(tmp_path: Path, model_path: Path, class_map_path: Path, http_server) -> LoopbackHTTPServer:
     """The shared model and class map (symlinked, not copied) plus some wrong files, over HTTP."""
     root = tmp_path / "www"
     root.mkdir()
@@ -67,9 +38,7 @@ def served(tmp_path: Path, model_path: Path, class_map_path: Path) -> Iterator[_
     (root / "yamnet_class_map.csv").symlink_to(class_map_path)
     (root / "notes.txt").write_text("This is not a model.\n" * 50)
     (root / "short_map.csv").write_text("index,mid,display_name\n0,/m/09x0r,Speech\n1,/m/0ytgt,Child speech\n")
-    server = _Server(root)
-    yield server
-    server.close()
+    return http_server(root)
 
 
 @pytest.fixture
@@ -85,7 +54,7 @@ def _listing(d: Path) -> set[str]:
     return {p.name for p in d.iterdir()} if d.exists() else set()
 
 
-def test_http_download_lands_checked_files(served: _Server, dest: Path) -> None:
+def test_http_download_lands_checked_files(served: LoopbackHTTPServer, dest: Path) -> None:
     r = download_model(dest, model_url=served.url("yamnet.tflite"), class_map_url=served.url("yamnet_class_map.csv"))
     assert r.model_path == dest / "yamnet.tflite" and r.class_map_path == dest / "yamnet_class_map.csv"
     assert r.model_downloaded and r.class_map_downloaded
@@ -99,7 +68,7 @@ def test_http_download_lands_checked_files(served: _Server, dest: Path) -> None:
     assert (dest / "yamnet_class_map.csv.sha256").read_text().startswith(f"{CLASS_MAP_SHA256}  yamnet_class_map.csv")
 
 
-def test_second_call_skips_and_force_fetches_again(served: _Server, dest: Path) -> None:
+def test_second_call_skips_and_force_fetches_again(served: LoopbackHTTPServer, dest: Path) -> None:
     kw = {"model_url": served.url("yamnet.tflite"), "class_map_url": served.url("yamnet_class_map.csv")}
     download_model(dest, **kw)
     fetched_first = len(served.requests)
@@ -122,33 +91,35 @@ def test_file_url(model_path: Path, class_map_path: Path, dest: Path) -> None:
     assert _listing(dest) == FINAL_FILES
 
 
-def test_a_different_url_replaces_the_kept_file(served: _Server, model_path: Path, dest: Path) -> None:
+def test_a_different_url_replaces_the_kept_file(served: LoopbackHTTPServer, model_path: Path, dest: Path) -> None:
     download_model(dest, model_url=served.url("yamnet.tflite"), class_map_url=None)
     r = download_model(dest, model_url=model_path.as_uri(), class_map_url=None)
     assert r.model_downloaded
     assert model_path.as_uri() in (dest / "yamnet.tflite.sha256").read_text()
 
 
-def test_text_file_is_rejected_and_nothing_is_left(served: _Server, dest: Path) -> None:
+def test_text_file_is_rejected_and_nothing_is_left(served: LoopbackHTTPServer, dest: Path) -> None:
     with pytest.raises(DownloadError, match="not a usable YAMNet model.*not a TFLite model"):
         download_model(dest, model_url=served.url("notes.txt"), class_map_url=served.url("yamnet_class_map.csv"))
     assert _listing(dest) == set()
 
 
-def test_wrong_expected_sha256_is_rejected_and_nothing_is_left(served: _Server, dest: Path) -> None:
+def test_wrong_expected_sha256_is_rejected_and_nothing_is_left(served: LoopbackHTTPServer, dest: Path) -> None:
     with pytest.raises(DownloadError, match=f"SHA-256 mismatch.*expected {'0' * 64}, got {MODEL_SHA256}"):
         download_model(dest, model_url=served.url("yamnet.tflite"), expected_sha256="0" * 64)
     assert _listing(dest) == set()
 
 
-def test_right_expected_sha256_in_any_case_is_accepted(served: _Server, dest: Path) -> None:
+def test_right_expected_sha256_in_any_case_is_accepted(served: LoopbackHTTPServer, dest: Path) -> None:
     r = download_model(
         dest, model_url=served.url("yamnet.tflite"), class_map_url=None, expected_sha256=MODEL_SHA256.upper()
     )
     assert r.model_sha256 == MODEL_SHA256
 
 
-def test_known_hash_for_the_url_is_enforced(served: _Server, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_known_hash_for_the_url_is_enforced(
+    served: LoopbackHTTPServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = served.url("yamnet.tflite")
     monkeypatch.setitem(download.KNOWN_SHA256, url, "f" * 64)
     with pytest.raises(DownloadError, match="SHA-256 mismatch"):
@@ -158,7 +129,7 @@ def test_known_hash_for_the_url_is_enforced(served: _Server, dest: Path, monkeyp
 
 @pytest.mark.parametrize("pinned,ok", [(CLASS_MAP_SHA256, True), ("e" * 64, False)])
 def test_known_hash_for_the_class_map_is_enforced(
-    served: _Server, dest: Path, monkeypatch: pytest.MonkeyPatch, pinned: str, ok: bool
+    served: LoopbackHTTPServer, dest: Path, monkeypatch: pytest.MonkeyPatch, pinned: str, ok: bool
 ) -> None:
     url = served.url("yamnet_class_map.csv")
     monkeypatch.setitem(download.KNOWN_SHA256, url, pinned)
@@ -183,19 +154,19 @@ def test_malformed_expected_sha256(dest: Path, model_path: Path, bad: str) -> No
         download_model(dest, model_url=model_path.as_uri(), expected_sha256=bad)
 
 
-def test_short_class_map_is_rejected_and_the_model_is_not_kept(served: _Server, dest: Path) -> None:
+def test_short_class_map_is_rejected_and_the_model_is_not_kept(served: LoopbackHTTPServer, dest: Path) -> None:
     with pytest.raises(DownloadError, match="has 2 classes"):
         download_model(dest, model_url=served.url("yamnet.tflite"), class_map_url=served.url("short_map.csv"))
     assert _listing(dest) == set()
 
 
-def test_missing_url_is_a_clear_error(served: _Server, dest: Path) -> None:
+def test_missing_url_is_a_clear_error(served: LoopbackHTTPServer, dest: Path) -> None:
     with pytest.raises(DownloadError, match="could not fetch .*missing.tflite"):
         download_model(dest, model_url=served.url("missing.tflite"))
     assert _listing(dest) == set()
 
 
-def test_failed_forced_download_keeps_the_good_files(served: _Server, dest: Path) -> None:
+def test_failed_forced_download_keeps_the_good_files(served: LoopbackHTTPServer, dest: Path) -> None:
     good = {"model_url": served.url("yamnet.tflite"), "class_map_url": served.url("yamnet_class_map.csv")}
     download_model(dest, **good)
     with pytest.raises(DownloadError):
@@ -205,7 +176,7 @@ def test_failed_forced_download_keeps_the_good_files(served: _Server, dest: Path
     assert good["model_url"] in (dest / "yamnet.tflite.sha256").read_text()
 
 
-def test_corrupt_existing_model_is_fetched_again(served: _Server, dest: Path) -> None:
+def test_corrupt_existing_model_is_fetched_again(served: LoopbackHTTPServer, dest: Path) -> None:
     kw = {"model_url": served.url("yamnet.tflite"), "class_map_url": None}
     download_model(dest, **kw)
     (dest / "yamnet.tflite").write_bytes(b"truncated")
@@ -214,7 +185,7 @@ def test_corrupt_existing_model_is_fetched_again(served: _Server, dest: Path) ->
 
 
 def test_cli_prints_what_where_and_hash(
-    served: _Server, dest: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    served: LoopbackHTTPServer, dest: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("YAMNET_BEAM_MODEL", raising=False)
     parser = argparse.ArgumentParser()

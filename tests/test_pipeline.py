@@ -346,3 +346,33 @@ def test_counters_per_kind_and_stage(tmp_path, fixtures_dir, model_path, class_m
     assert counters["audio_ms"] == pytest.approx(audio_ms, abs=2)
     assert counters["infer_ms"] > 0 and "decode_ms" in counters and "write_ms" in counters
     assert dists["model_bytes"].max == model_path.stat().st_size and dists["model_load_ms"].count >= 1
+
+
+def test_http_inputs_give_the_frames_of_local_copies(
+    inprocess_run, audio_dir, fixtures_dir, model_args, http_server, tmp_path
+):
+    """http(s):// inputs, given as a URL and inside a manifest of URLs, read through fsspec like local files."""
+    names = ["tone_1khz_16k.wav", "speech_48k_stereo.flac"]
+    www = tmp_path / "www"
+    www.mkdir()
+    for n in names:
+        shutil.copy(fixtures_dir / n, www / n)
+    server = http_server(www)
+    (www / "more.txt").write_text(f"# a manifest of URLs\n{server.url(names[1])}\n")
+    out = tmp_path / "o"
+    summary = run(
+        ["--input", server.url(names[0]), "--input", server.url("more.txt"), "--output", str(out), *model_args]
+    )
+    assert summary.files_ok == 2 and summary.files_error == 0
+    assert sorted(pq.read_table(out / "files")["path"].to_pylist()) == sorted(server.url(n) for n in names)
+
+    def frames(d, paths):
+        t = pq.read_table(d / "frames", columns=["path", "frame", "scores", "embedding"]).to_pylist()
+        return {
+            (r["path"].rsplit("/", 1)[1], r["frame"]): (r["scores"], r["embedding"]) for r in t if r["path"] in paths
+        }
+
+    got = frames(out, {server.url(n) for n in names})
+    local = frames(inprocess_run[0], {str(audio_dir / n) for n in names})  # the same files, run from disk
+    assert len(got) == sum(_expected_frames(fixtures_dir / n) for n in names)
+    assert got == local
