@@ -2,9 +2,11 @@
 
 import pickle
 
+import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 
 from tests.fakes import FailingModelLoader, FakeModel, FakeModelLoader
 from yamnet_beam import framing, schema
@@ -165,3 +167,30 @@ def test_a_failing_part_closes_the_file_opened_ahead(fixtures_dir, tmp_path, no_
     part = Part("p", tuple(InputFile(str(fixtures_dir / n)) for n in ["tone_1khz_16k.wav", "speech_22k_mono.wav"]))
     with pytest.raises(KeyboardInterrupt):
         list(fn.process(part))
+
+
+@pytest.mark.parametrize(
+    "name,limits,split",
+    [
+        ("speech_16k_float32.wav", {}, True),
+        ("speech_16k.flac", {}, True),  # written below from the WAV
+        ("speech_44k.m4a", {}, False),  # PyAV: no sample-exact seek
+        ("speech_44k_stereo.mp3", {}, False),  # lossy, through libsndfile: seeks are not bit-exact either
+        ("speech_16k_float32.wav", {"max_duration_s": 60.0}, False),  # a limit counts from the file's start
+        ("speech_48k_stereo.flac", {}, False),  # 48 kHz segments start on a 12 s grid: one would be the whole file
+    ],
+)
+def test_only_exactly_seekable_files_without_a_limit_are_split(fixtures_dir, tmp_path, name, limits, split):
+    path = fixtures_dir / name
+    if name == "speech_16k.flac":
+        path = tmp_path / name
+        sf.write(path, sf.read(fixtures_dir / "speech_16k_float32.wav")[0], 16000, subtype="PCM_16")
+    fn = _fn(tmp_path, shard_seconds=2.0, **limits)  # the 6-10 s fixtures are "long" at 2 s shards
+    out = list(fn.process(Part("p1", (InputFile(str(path)),))))
+    segments = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    rows = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert (len(segments) > 0, len(rows)) == (split, 0 if split else 1)
+    if split:
+        assert segments[0].start == 0 and segments[-1].stop is None and len(segments) == segments[0].count >= 3
+    else:
+        assert rows[0]["status"] == "ok" and rows[0]["frames"] == framing.num_frames(len(decode_file(str(path))[0]))

@@ -284,6 +284,8 @@ class _EmbedPartFn(_ModelFn):
         bounds = framing.segment_bounds(
             n_estimate, int(s.shard_seconds * framing.SAMPLE_RATE), s.hop_samples, segment_quantum(info.sample_rate)
         )
+        if len(bounds) < 2:  # segments start on a grid coarser than the file: one "segment" is the whole file
+            return None
         pid = long_file_part_id(item, s.fingerprint)
         return [Segment(item, pid, i, len(bounds), start, stop, first) for i, (start, stop, first) in enumerate(bounds)]
 
