@@ -7,6 +7,6 @@ FROM apache/beam_python3.11_sdk:2.77.0
 WORKDIR /opt/yamnet-beam
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY yamnet_beam ./yamnet_beam
-RUN pip install --no-cache-dir ".[av,gcp]" && python -c "import yamnet_beam.pipeline, av"
+RUN pip install --no-cache-dir ".[av,gcp]" && python -c "import yamnet_beam.job.pipeline, av"
 # At most two glibc malloc arenas: per-thread arenas retained ~100 MB per SDK process on long files.
 ENV MALLOC_ARENA_MAX=2

@@ -13,7 +13,7 @@ measured on a tiny file and subtracted; (c) a naive plain-Python loop; (d) peak 
 2-hour and a 10-minute file; (e) output bytes per audio hour with float32 and float16 embeddings.
 
 The pipeline is a black box: every pipeline run happens in a fresh subprocess (this file re-invoked
-with ``--_child``) that calls ``yamnet_beam.pipeline.run(argv)`` and reads Beam metrics from the
+with ``--_child``) that calls ``yamnet_beam.job.pipeline.run(argv)`` and reads Beam metrics from the
 PipelineResult, so RSS, caches and imports are those of a real run.
 """
 
@@ -516,12 +516,12 @@ def _parquet_bytes(output: Path) -> dict[str, Any]:
 
 
 def _run_pipeline(argv: list[str]) -> tuple[Any, Any, float]:
-    """Runs the job through ``yamnet_beam.pipeline.run`` (the exact user path, summary and manifest included),
+    """Runs the job through ``yamnet_beam.job.pipeline.run`` (the exact user path, summary and manifest included),
     capturing the PipelineResult for its metrics with a ``beam.Pipeline`` subclass passed as ``test_pipeline``."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from yamnet_beam import pipeline as yp
+    from yamnet_beam.job import pipeline as yp
 
     captured: dict[str, Any] = {}
 
@@ -554,7 +554,7 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     import apache_beam  # noqa: F401  (imports are start-up too, but reported apart from run())
 
-    import yamnet_beam.pipeline  # noqa: F401
+    import yamnet_beam.job.pipeline  # noqa: F401
 
     import_s = time.perf_counter() - t0
     profiler = None

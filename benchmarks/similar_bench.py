@@ -4,9 +4,9 @@ Writes a synthetic output (``--rows`` x 1024 frames, float32 and float16 embeddi
 with 4096-row row groups like the pipeline's) under ``--dir`` and times a top-k query:
 
 1. DuckDB ``array_cosine_similarity(embedding::FLOAT[1024], q)`` straight over the Parquet file;
-2. ``query.similar(cache=False)``: Arrow record batches from the Parquet file, one numpy
+2. ``similar.similar(cache=False)``: Arrow record batches from the Parquet file, one numpy
    matrix-vector product per batch over a zero-copy view of the embedding column;
-3. ``query.similar`` with its cache: each frames part decoded once into unit-length vectors in a
+3. ``similar.similar`` with its cache: each frames part decoded once into unit-length vectors in a
    memory-mapped ``.npy`` (build time printed separately), then one product per 64k-row chunk.
 
 Usage: ``python benchmarks/similar_bench.py [--rows 1000000] [--dir /tmp/similar_bench] [--repeat 3]``
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from yamnet_beam import query
+from yamnet_beam.analysis import output, similar
 
 DIM = 1024
 CHUNK = 16384
@@ -91,22 +91,22 @@ def bench(dest: Path, rows: int, dtype: str, k: int, repeat: int) -> None:
     t_duck, duck = _time(lambda: con.execute(sql, {"q": q.tolist(), "f": str(path), "k": k}).fetchall(), 1)
     print(f"  duckdb array_cosine_similarity over Parquet : {t_duck:6.2f} s  ({rows / t_duck / 1e6:.2f} M rows/s)")
 
-    out = query.open_output(str(dest / dtype))
-    vec = query.QueryVector(q, "benchmark")
-    t_np, top = _time(lambda: query.similar(out, vec, k, cache=False), 1)
+    out = output.open_output(str(dest / dtype))
+    vec = similar.QueryVector(q, "benchmark")
+    t_np, top = _time(lambda: similar.similar(out, vec, k, cache=False), 1)
     print(f"  Arrow batches + numpy over Parquet (no cache): {t_np:6.2f} s  ({rows / t_np / 1e6:.2f} M rows/s)")
     print(f"  same top-{k} frames as DuckDB: {[r[1] for r in duck] == top.column('frame').to_pylist()}")
 
-    cache = query.similarity_cache_dir(out)
+    cache = similar.similarity_cache_dir(out)
     shutil.rmtree(cache, ignore_errors=True)
     t0 = time.perf_counter()
-    query.build_similarity_cache(out, cache)
+    similar.build_similarity_cache(out, cache)
     print(f"  building the cache (decode once, normalise)  : {time.perf_counter() - t0:6.2f} s")
-    t_c, top_c = _time(lambda: query.similar(out, vec, k, cache_dir=cache), repeat)
-    print(f"  query.similar over the memory-mapped cache   : {t_c:6.2f} s  ({rows / t_c / 1e6:.2f} M rows/s)")
+    t_c, top_c = _time(lambda: similar.similar(out, vec, k, cache_dir=cache), repeat)
+    print(f"  similar.similar over the memory-mapped cache   : {t_c:6.2f} s  ({rows / t_c / 1e6:.2f} M rows/s)")
     same = top_c.column("frame").to_pylist() == top.column("frame").to_pylist()
     print(f"  same top-{k} frames as without the cache: {same}")
-    t_f, _ = _time(lambda: query.similar(out, vec, k, files=True, cache_dir=cache), repeat)
+    t_f, _ = _time(lambda: similar.similar(out, vec, k, files=True, cache_dir=cache), repeat)
     print(f"  ... with --files (best frame per file)       : {t_f:6.2f} s")
 
 

@@ -10,11 +10,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.support.helpers import LoopbackHTTPServer, decode_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,6 @@ def model_args(model_path: Path, class_map_path: Path) -> list[str]:
     return ["--model", str(model_path), "--class_map", str(class_map_path)]
 
 
-def decode_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("yamnet-beam-decode")]
-
-
 @pytest.fixture
 def no_leaked_threads() -> Iterator[None]:
     """After the test no decode thread is left and the thread count is back where it was (ending takes a moment)."""
@@ -69,34 +65,6 @@ def no_leaked_threads() -> Iterator[None]:
         time.sleep(0.01)
     assert decode_threads() == []
     assert threading.active_count() == before
-
-
-class LoopbackHTTPServer:
-    """Serves a directory on 127.0.0.1 (http:// inputs and downloads without a network); records request paths."""
-
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        requests = self.requests
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # keep test output clean
-                pass
-
-            def send_head(self):  # noqa: ANN202 - record every GET/HEAD path
-                requests.append(self.path)
-                return super().send_head()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

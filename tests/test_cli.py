@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -110,7 +111,7 @@ def test_readme_options_table_lists_every_option():
     import argparse
     from pathlib import Path
 
-    from yamnet_beam.options import YamnetOptions
+    from yamnet_beam.job.options import YamnetOptions
 
     parser = argparse.ArgumentParser()
     YamnetOptions._add_argparse_args(parser)
@@ -118,3 +119,52 @@ def test_readme_options_table_lists_every_option():
     table = readme[readme.index("## Options") : readme.index("## Output")]
     flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.option_strings[0] != "-h"]
     assert [f for f in flags if f"`{f}`" not in table] == []
+
+
+@pytest.mark.parametrize(
+    "args, expect_rc",
+    [(["run", "--help"], 0), (["query", "/no/such/output", "summary"], 2), (["run", "--input", "/no/such.wav"], 2)],
+)
+def test_commands_print_no_third_party_import_noise(args, expect_rc):
+    """Beam's import-time probe ("apitools not found ...") stays out of a fresh process's output."""
+    repo = Path(__file__).resolve().parents[1]  # this checkout's package, whichever one is installed
+    res = subprocess.run([sys.executable, "-m", "yamnet_beam.cli", *args], capture_output=True, text=True, cwd=repo)
+    assert res.returncode == expect_rc, res.stderr
+    assert "apitools" not in res.stderr + res.stdout
+    assert "WARNING" not in res.stderr
+    if expect_rc == 2:  # a user error is exactly one line that says what to do
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("yamnet-beam: error: "), res.stderr
+
+
+def test_import_noise_is_demoted_to_debug_not_dropped():
+    """Inside the import guard root warnings become DEBUG (kept when DEBUG is on); errors and later warnings pass."""
+    import logging
+
+    from yamnet_beam.cli import _import_noise_at_debug
+
+    seen: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelno, record.getMessage()))
+
+    root = logging.getLogger()
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    try:
+        root.setLevel(logging.WARNING)
+        with _import_noise_at_debug():
+            logging.warning("probe noise")
+            logging.error("a real error")
+        logging.warning("a real warning")
+        root.setLevel(logging.DEBUG)
+        with _import_noise_at_debug():
+            logging.warning("noise, wanted at debug")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert seen == [
+        (logging.ERROR, "a real error"),
+        (logging.WARNING, "a real warning"),
+        (logging.DEBUG, "noise, wanted at debug"),
+    ]

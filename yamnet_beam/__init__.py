@@ -1,4 +1,14 @@
-"""yamnet-beam: large audio collections to queryable Parquet tables of YAMNet scores and embeddings."""
+"""yamnet-beam: large audio collections to queryable Parquet tables of YAMNet scores and embeddings.
+
+The tree follows the data, and nothing imports upward:
+
+- :mod:`.framing` (YAMNet's framing arithmetic) and :mod:`.uris` (paths and URLs): no I/O of their own;
+- :mod:`.audio`: files and URLs to 16 kHz mono blocks (no Beam);
+- :mod:`.model`: the TFLite model, its labels and download; frames to scores and embeddings (no Beam);
+- :mod:`.job`: the Beam pipeline, options, inputs, parts, schemas (audio + model, adapted to Beam);
+- :mod:`.analysis`: queries, clip tables, similarity, plots and the report over a finished output;
+- :mod:`.cli` and :mod:`.demo`: the command line on top of all of them.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -4,27 +4,58 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from yamnet_beam.download import DownloadError
-from yamnet_beam.inputs import InputError
-from yamnet_beam.labels import LabelsError
+from yamnet_beam.analysis.output import QueryError
+from yamnet_beam.job.inputs import InputError
 from yamnet_beam.model import ModelError
-from yamnet_beam.options import OptionsError
-from yamnet_beam.query import QueryError
+from yamnet_beam.model.download import DownloadError
+from yamnet_beam.model.labels import LabelsError
 
-# Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback.
-USER_ERRORS = (DownloadError, InputError, LabelsError, ModelError, OptionsError, QueryError)
+
+@contextlib.contextmanager
+def _import_noise_at_debug() -> Iterator[None]:
+    """Warnings logged on the root logger while this block imports (Beam's probe for the GCP client
+    libraries says "apitools not found ..." to every user who did not install them) become DEBUG
+    records: shown with ``--log-level DEBUG``-style configuration, not on every command. Warnings
+    logged later, while the job runs, and errors are untouched."""
+    root = logging.getLogger()
+
+    def demote(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return root.getEffectiveLevel() <= logging.DEBUG
+
+    root.addFilter(demote)
+    try:
+        yield
+    finally:
+        root.removeFilter(demote)
+
+
+def _beam_module(name: str):
+    """Imports a module of ours that imports Apache Beam, without Beam's import-time noise."""
+    with _import_noise_at_debug():
+        return importlib.import_module(name)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback."""
+    options = _beam_module("yamnet_beam.job.options")
+    return (DownloadError, InputError, LabelsError, ModelError, options.OptionsError, QueryError)
 
 RUN_HELP = """Run the job: yamnet-beam run --input PATH_OR_GLOB [--input ...] --output DIR [--model URI]
 [--class_map URI] [any Apache Beam option, e.g. --runner DataflowRunner --project P ...]"""
 
 
 def _run_help() -> str:
-    from yamnet_beam.options import YamnetOptions
+    YamnetOptions = _beam_module("yamnet_beam.job.options").YamnetOptions  # noqa: N806 - a class
 
     parser = argparse.ArgumentParser(prog="yamnet-beam run", description=RUN_HELP)
     YamnetOptions._add_argparse_args(parser)
@@ -32,7 +63,8 @@ def _run_help() -> str:
 
 
 def _cmd_run(rest: Sequence[str]) -> int:
-    from yamnet_beam.pipeline import RunFailedError, run
+    pipeline = _beam_module("yamnet_beam.job.pipeline")
+    RunFailedError, run = pipeline.RunFailedError, pipeline.run  # noqa: N806 - a class
 
     if any(a in ("-h", "--help") for a in rest):
         print(_run_help())
@@ -47,8 +79,9 @@ def _cmd_run(rest: Sequence[str]) -> int:
 
 def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from yamnet_beam.demo import clip_top_labels, make_demo_audio
-    from yamnet_beam.download import default_model_uri, download_model
-    from yamnet_beam.pipeline import run
+    from yamnet_beam.model.download import default_model_uri, download_model
+
+    run = _beam_module("yamnet_beam.job.pipeline").run
 
     audio_dir = Path(args.audio_dir)
     files = make_demo_audio(audio_dir)
@@ -63,8 +96,8 @@ def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     for name, label, score in clip_top_labels(args.output):
         print(f"  {name:36s} {label:24s} {score:.2f}")
     print(
-        f"Query it: duckdb -c \"SELECT path, top_label, count(*) n FROM '{args.output}/frames/*.parquet' "
-        'GROUP BY ALL ORDER BY path, n DESC"'
+        f"Ask it questions: yamnet-beam query {args.output} summary   (or: top, events, similar;"
+        ' needs DuckDB: pip install "yamnet-beam[query]")'
     )
     return 0
 
@@ -78,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="make demo audio and run the job on it")
     demo.add_argument("--audio_dir", default="demo_audio", help="where to write the demo audio")
     demo.add_argument("--output", default="demo_output", help="output directory")
-    from yamnet_beam.download import add_download_parser, main_download
+    from yamnet_beam.model.download import add_download_parser, main_download
 
     add_download_parser(sub)
     _add_downstream_parsers(sub)
@@ -96,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_downstream_parsers(sub) -> None:
-    """``query``, ``pool``, ``plot`` and ``report``: read a finished output in place (yamnet_beam.query)."""
-    from yamnet_beam.query import FORMATS
+    """``query``, ``pool``, ``plot`` and ``report``: read a finished output in place (yamnet_beam.analysis)."""
+    from yamnet_beam.analysis.render import FORMATS
 
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: a text table)")
@@ -144,20 +177,24 @@ def _add_downstream_parsers(sub) -> None:
 
 
 def _cmd_downstream(args: argparse.Namespace) -> int:
-    from yamnet_beam import query as q
+    from yamnet_beam.analysis import query as q
+    from yamnet_beam.analysis import similar as sim
+    from yamnet_beam.analysis.output import open_output
+    from yamnet_beam.analysis.pool import pool
+    from yamnet_beam.analysis.render import render
 
-    out = q.open_output(args.output)
+    out = open_output(args.output)
     if args.command == "pool":
-        print(f"Wrote {q.pool(out, args.dest, args.path)}")
+        print(f"Wrote {pool(out, args.dest, args.path)}")
         return 0
     if args.command in ("plot", "report"):
         opts = {"top_n": args.top, "threshold": args.threshold, "decode_audio": not args.no_audio}
         if args.command == "plot":
-            from yamnet_beam.plot import plot_file
+            from yamnet_beam.analysis.plot import plot_file
 
             print(f"Wrote {plot_file(out, args.path, args.dest, **opts)}")
         else:
-            from yamnet_beam.report import write_report
+            from yamnet_beam.analysis.report import write_report
 
             print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
         return 0
@@ -168,15 +205,15 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
         table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap)
     elif cmd == "similar":
         if args.frame:
-            vector = q.frame_vector(out, *q.parse_frame_ref(args.frame))
+            vector = sim.frame_vector(out, *sim.parse_frame_ref(args.frame))
         else:
-            vector = q.file_vector(out, *q.parse_file_ref(args.to), model_uri=args.model)
-        table = q.similar(out, vector, args.k, args.files, args.path, cache=not args.no_cache)
+            vector = sim.file_vector(out, *sim.parse_file_ref(args.to), model_uri=args.model)
+        table = sim.similar(out, vector, args.k, args.files, args.path, cache=not args.no_cache)
         if args.format == "table" and not args.dest:
             print(f"query: {vector.source}")
     else:
         table = q.summary(out, args.top)
-    q.render(table, args.format, args.dest)
+    render(table, args.format, args.dest)
     return 0
 
 
@@ -184,7 +221,7 @@ def _guard(fn) -> int:
     """User errors end with one readable line and exit code 2, not a traceback."""
     try:
         return fn()
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         print(f"yamnet-beam: error: {e}", file=sys.stderr)
         return 2
 

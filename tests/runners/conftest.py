@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runners.helpers import BAD, GOOD, run_cli
+from tests.support.runners import BAD, GOOD, run_cli
 
 
 @pytest.fixture(scope="session")

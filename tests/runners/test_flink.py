@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.runners.helpers import REPO, assert_same_rows, beam_version, cached_tool, run_cli
+from tests.support.runners import REPO, assert_same_rows, beam_version, cached_tool, run_cli
 
 pytestmark = pytest.mark.runners
 

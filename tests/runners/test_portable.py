@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.runners.helpers import Service, assert_same_rows, free_port, run_cli
+from tests.support.runners import Service, assert_same_rows, free_port, run_cli
 
 pytestmark = pytest.mark.runners
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.runners.helpers import assert_same_rows, beam_version, cached_tool, run_cli
+from tests.support.runners import assert_same_rows, beam_version, cached_tool, run_cli
 
 pytestmark = pytest.mark.runners
 

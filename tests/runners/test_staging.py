@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from tests.runners.helpers import REPO, assert_same_rows, run_cli
+from tests.support.runners import REPO, assert_same_rows, run_cli
 
 pytestmark = pytest.mark.runners
 

@@ -1,0 +1,208 @@
+"""Parts: planning, idempotent atomic commits, cleanup of interrupted runs and resume decisions (no Beam)."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from yamnet_beam import framing
+from yamnet_beam.job import schema
+from yamnet_beam.job.inputs import InputFile
+from yamnet_beam.job.parts import OutputDir, PartWriter, fingerprint, plan_parts, plan_resume
+
+
+def _inputs(n, size=10):
+    return [InputFile(f"/a/{i}.wav", size, 100.0 + i, None) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "n,max_files,max_bytes,min_parts,sizes",
+    [
+        (10, 3, 1000, 1, [3, 3, 3, 1]),
+        (5, 64, 25, 1, [2, 2, 1]),
+        (1, 1, 1, 1, [1]),
+        (0, 4, 100, 1, []),
+        (24, 64, 10**6, 16, [2] * 12),  # few small files are still spread over several parts
+        (10, 64, 10**6, 16, [1] * 10),
+        (100, 3, 10**6, 16, [3] * 33 + [1]),
+    ],
+)
+def test_plan_parts_groups_in_order(n, max_files, max_bytes, min_parts, sizes):
+    parts = plan_parts(_inputs(n), "fp", max_files, max_bytes, min_parts)
+    assert [len(p.files) for p in parts] == sizes
+    assert [f for p in parts for f in p.files] == _inputs(n)  # every input once, in order
+    assert len({p.id for p in parts}) == len(parts)
+
+
+def test_part_ids_depend_on_inputs_and_fingerprint():
+    a = plan_parts(_inputs(4), "fp", 2, min_parts=1)
+    assert [p.id for p in a] == [p.id for p in plan_parts(_inputs(4), "fp", 2, min_parts=1)]  # deterministic
+    assert a[0].id != plan_parts(_inputs(4), "other", 2, min_parts=1)[0].id
+    changed = _inputs(4)
+    changed[0] = InputFile("/a/0.wav", 11, 100.0, None)
+    b = plan_parts(changed, "fp", 2, min_parts=1)
+    assert b[0].id != a[0].id and b[1].id == a[1].id
+
+
+def test_large_file_gets_its_own_part():
+    files = [InputFile("/a/small1", 10), InputFile("/a/huge", 10_000), InputFile("/a/small2", 10)]
+    assert [len(p.files) for p in plan_parts(files, "fp", 64, 100, min_parts=1)] == [1, 1, 1]
+
+
+def test_fingerprint_is_order_insensitive_and_sensitive_to_values():
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def _frames(path, count):
+    s = schema.frames_schema()
+    start, end = framing.frame_times(0, count)
+    return schema.frames_table(
+        s,
+        path,
+        0,
+        start,
+        end,
+        framing.valid_samples(0, count, 10**6),
+        np.zeros((count, 521), np.float32),
+        np.zeros((count, 1024), np.float32),
+        [str(i) for i in range(521)],
+    )
+
+
+def _row(path, status="ok", frames=0, part="p", **kw):
+    return schema.file_row(path, status=status, frames=frames, fingerprint="fp", part=part, **kw)
+
+
+def _commit(out, pid, paths, frames_per_file=3, row_group_rows=4):
+    w = PartWriter(str(out), pid, schema.frames_schema(metadata={"x": 1}), schema.files_schema(), row_group_rows)
+    for p in paths:
+        w.add(_frames(p, frames_per_file))
+    w.commit([_row(p, frames=frames_per_file, part=pid, size_bytes=10, mtime=1.0) for p in paths])
+
+
+def test_writer_commits_frames_then_marker(tmp_path):
+    _commit(tmp_path, "p1", ["/a.wav", "/b.wav", "/c.wav"])
+    frames = pq.ParquetFile(tmp_path / "frames" / "part-p1.parquet")
+    # 3 frames per file, flushed once >= 4 rows are pending: a group of 6, then the last 3 at commit
+    assert [frames.metadata.row_group(i).num_rows for i in range(frames.metadata.num_row_groups)] == [6, 3]
+    assert schema.read_metadata(frames.schema_arrow) == {"x": 1}
+    paths = pq.read_table(tmp_path / "files" / "part-p1.parquet").column("path").to_pylist()
+    assert paths == ["/a.wav", "/b.wav", "/c.wav"]
+    assert list((tmp_path / "_tmp").iterdir()) == []
+
+
+def test_commit_is_idempotent(tmp_path):
+    _commit(tmp_path, "p1", ["/a.wav"])
+    first = pq.read_table(tmp_path / "frames" / "part-p1.parquet")
+    _commit(tmp_path, "p1", ["/a.wav"])  # a retried part rewrites the same names
+    assert pq.read_table(tmp_path / "frames").equals(first)
+    assert len(list((tmp_path / "files").iterdir())) == 1
+
+
+def test_abort_leaves_nothing(tmp_path):
+    w = PartWriter(str(tmp_path), "p1", schema.frames_schema(), schema.files_schema(), 1)
+    w.add(_frames("/a.wav", 3))  # already streaming into a temp file
+    assert list((tmp_path / "_tmp").iterdir())
+    w.abort()
+    assert list((tmp_path / "_tmp").iterdir()) == [] and not (tmp_path / "frames").exists()
+
+
+def test_remove_uncommitted(tmp_path):
+    _commit(tmp_path, "done", ["/a.wav"])
+    _commit(tmp_path, "half", ["/b.wav"])
+    (tmp_path / "files" / "part-half.parquet").unlink()  # killed between the two renames
+    (tmp_path / "_tmp" / "frames-x-1.parquet").write_bytes(b"partial")  # killed mid-write
+    removed = OutputDir(str(tmp_path)).remove_uncommitted()
+    assert sorted(p.rsplit("/", 1)[1] for p in removed) == ["frames-x-1.parquet", "part-half.parquet"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["part-done.parquet"]
+    assert pq.read_table(tmp_path / "frames").column("path").unique().to_pylist() == ["/a.wav"]
+
+
+def test_drop_paths_rewrites_only_affected_parts(tmp_path):
+    _commit(tmp_path, "p1", ["/a.wav", "/b.wav"])
+    _commit(tmp_path, "p2", ["/c.wav"])
+    _commit(tmp_path, "p3", ["/d.wav"])
+    untouched = (tmp_path / "frames" / "part-p2.parquet").stat().st_mtime_ns
+    out = OutputDir(str(tmp_path))
+    assert out.drop_paths({"/b.wav", "/d.wav"}) == ["p1", "p3"]
+    assert sorted(out.read_files().column("path").to_pylist()) == ["/a.wav", "/c.wav"]
+    assert sorted(set(pq.read_table(tmp_path / "frames").column("path").to_pylist())) == ["/a.wav", "/c.wav"]
+    assert not (tmp_path / "files" / "part-p3.parquet").exists()  # emptied parts disappear
+    assert (tmp_path / "frames" / "part-p2.parquet").stat().st_mtime_ns == untouched
+    # metadata survives the rewrite
+    assert schema.read_metadata(pq.read_schema(tmp_path / "frames" / "part-p1.parquet")) == {"x": 1}
+    assert out.drop_paths({"/b.wav"}) == []  # idempotent
+
+
+def test_has_results_and_clear(tmp_path):
+    out = OutputDir(str(tmp_path / "o"))
+    assert out.has_results() == []
+    _commit(tmp_path / "o", "p1", ["/a.wav"])
+    assert out.has_results() == ["frames", "files"]
+    out.clear()
+    assert out.has_results() == [] and out.read_files() is None
+
+
+@pytest.mark.parametrize(
+    "row,now,redo,superseded",
+    [
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), False, False),
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 11, 1.0), True, True),  # grew
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 2.0), True, True),  # touched
+        (dict(status="ok", size_bytes=10, etag="e1"), InputFile("/a.wav", 10, None, "e2"), True, True),
+        (
+            dict(status="error", error_kind="io_error", size_bytes=10, mtime=1.0),
+            InputFile("/a.wav", 10, 1.0),
+            True,
+            True,
+        ),
+        (
+            dict(status="error", error_kind="timeout", size_bytes=10, mtime=1.0),
+            InputFile("/a.wav", 10, 1.0),
+            True,
+            True,
+        ),
+        (
+            dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0),
+            InputFile("/a.wav", 10, 1.0),
+            False,
+            False,
+        ),
+        (dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0), InputFile("/a.wav", 9, 1.0), True, True),
+        (dict(status="ok", size_bytes=10, mtime=None), InputFile("/a.wav", 10, 5.0), False, False),  # unknown
+        (None, InputFile("/new.wav", 10, 1.0), True, False),  # new input
+    ],
+)
+def test_plan_resume(row, now, redo, superseded):
+    existing = schema.files_table([_row("/a.wav", **row)]) if row else schema.files_table([])
+    todo, drop = plan_resume(existing, [now], "fp")
+    assert todo == ([now] if redo else [])
+    assert drop == ({"/a.wav"} if superseded else set())
+
+
+def test_plan_resume_other_fingerprint_redoes_everything():
+    existing = schema.files_table([_row("/a.wav", size_bytes=10, mtime=1.0)])
+    now = InputFile("/a.wav", 10, 1.0)
+    assert plan_resume(existing, [now], "new-fp") == ([now], {"/a.wav"})
+
+
+def test_plan_resume_without_output():
+    assert plan_resume(None, _inputs(2), "fp") == (_inputs(2), set())
+
+
+def test_segment_frames_are_committed_by_their_files_part(tmp_path):
+    for name in ["long-s00000", "long-s00001", "orphan-s00000"]:
+        w = PartWriter(str(tmp_path), name, schema.frames_schema(), schema.files_schema(), 4)
+        w.add(_frames(f"/{name.split('-')[0]}.wav", 2))
+        w.commit_frames()
+    w = PartWriter(str(tmp_path), "long", schema.frames_schema(), schema.files_schema(), 4)
+    w.commit([_row("/long.wav", frames=4, part="long")])  # the long file's marker, written last
+    out = OutputDir(str(tmp_path))
+    removed = out.remove_uncommitted()
+    assert [p.rsplit("/", 1)[1] for p in removed] == ["part-orphan-s00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        "part-long-s00000.parquet",
+        "part-long-s00001.parquet",
+    ]
+    assert out.drop_paths({"/long.wav"}) == ["long"]  # resume drops every segment with the file
+    assert not (tmp_path / "frames").exists() or not list((tmp_path / "frames").iterdir())

@@ -1,0 +1,121 @@
+"""The job's options: one ``PipelineOptions`` subclass, so every flag works on every runner."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
+from yamnet_beam.job.schema import EMBEDDING_DTYPES
+
+
+class OptionsError(ValueError):
+    """A bad option or environment found before any work started; the message says what to do."""
+
+
+class YamnetOptions(PipelineOptions):
+    """Options of ``yamnet-beam run``; any other Beam option (``--runner``, ``--project`` ...) passes through."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input",
+            action="append",
+            default=None,
+            help="Audio to process: a file, a directory (recursed), a glob (with **), or a manifest "
+            "(.txt one URI per line; .csv/.parquet with a 'path' column). Local or any fsspec URL. Repeatable.",
+        )
+        parser.add_argument("--output", default=None, help="Output directory (local or fsspec URL).")
+        parser.add_argument(
+            "--model",
+            default=None,
+            help="YAMNet .tflite (path or URL). Default: $YAMNET_BEAM_MODEL, then models/yamnet.tflite "
+            "(fetched by `yamnet-beam download-model`).",
+        )
+        parser.add_argument(
+            "--class_map",
+            default=None,
+            help="CSV index,mid,display_name; used when the model carries no label file. "
+            "Default: $YAMNET_BEAM_CLASS_MAP, then next to the model.",
+        )
+        parser.add_argument(
+            "--hop_seconds",
+            type=float,
+            default=HOP_SAMPLES / SAMPLE_RATE,
+            help="Frame hop in seconds (YAMNet: 0.48). Must be > 0 and <= 0.975.",
+        )
+        parser.add_argument(
+            "--embedding_dtype",
+            choices=EMBEDDING_DTYPES,
+            default="float32",
+            help="Storage type of the 1024-D embedding; float16 halves it.",
+        )
+        parser.add_argument(
+            "--block_seconds",
+            type=float,
+            default=10.0,
+            help="Decode block length; bounds memory per file (default 10 s).",
+        )
+        parser.add_argument(
+            "--frames_per_batch",
+            type=int,
+            default=256,
+            help="Frames per model call batch and per emitted Arrow batch.",
+        )
+        parser.add_argument(
+            "--row_group_rows",
+            type=int,
+            default=4096,
+            help="Target rows per Parquet row group of the frames table.",
+        )
+        parser.add_argument(
+            "--mode",
+            choices=("error", "overwrite", "resume"),
+            default="error",
+            help="When --output already holds results: 'error' refuses (default), 'overwrite' replaces them, "
+            "'resume' skips inputs already done (same path, size, mtime/etag and parameters) and adds the rest.",
+        )
+        parser.add_argument(
+            "--part_files",
+            type=int,
+            default=64,
+            help="At most this many inputs per output part (the unit of work, commit and resume).",
+        )
+        parser.add_argument(
+            "--part_mb",
+            type=float,
+            default=64,
+            help="About this many MB of input per output part; a larger file gets a part of its own.",
+        )
+        parser.add_argument(
+            "--shard_seconds",
+            type=float,
+            default=300,
+            help="Split PCM-like files (WAV, AIFF, FLAC) longer than 1.5x this into segments of about this "
+            "length, processed in parallel (their frames equal a whole-file pass); 0 disables.",
+        )
+        parser.add_argument(
+            "--decode_timeout_s",
+            type=float,
+            default=900,
+            help="Per-file (per-segment for split files) limit on time spent waiting for the decoder; "
+            "0 disables it. Frames decoded before the limit are kept; the file is an error 'timeout'.",
+        )
+        parser.add_argument(
+            "--max_duration_s",
+            type=float,
+            default=0,
+            help="Process at most this many seconds of each file (0: no limit). Longer files keep the frames "
+            "of their first max_duration_s seconds and end as error 'too_long'.",
+        )
+        parser.add_argument(
+            "--progress_interval_s",
+            type=float,
+            default=30,
+            help="Print a progress line (files done/total, audio hours, realtime factor) this often; 0: never.",
+        )
+        parser.add_argument(
+            "--fail_threshold",
+            type=float,
+            default=1.0,
+            help="Fail the job (exit code 1) when more than this fraction of files end in error (default 1.0: never).",
+        )

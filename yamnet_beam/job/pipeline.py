@@ -1,0 +1,413 @@
+"""The main job: match inputs, embed every file, write frames/ and files/, then the run's manifest.
+
+``run()`` is the one entry point: the CLI, ``pipelines/`` and the tests all call it. Everything that
+can be checked before workers start (inputs, output, model, labels, options) is checked here first.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import yamnet_beam
+from yamnet_beam import framing
+from yamnet_beam.audio import RESAMPLE_CHUNK
+from yamnet_beam.job import schema
+from yamnet_beam.job.inputs import InputFile, match_inputs, with_identity
+from yamnet_beam.job.options import OptionsError, YamnetOptions
+from yamnet_beam.job.parts import TMP_DIR, OutputDir, Part, fingerprint, plan_parts, plan_resume
+from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
+from yamnet_beam.model import ModelError, ModelInfo, inspect_model, read_model_bytes
+from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
+from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
+from yamnet_beam.uris import absolute_uri, display_path
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    """Everything validated and decided before the pipeline is built."""
+
+    output: str
+    inputs: list[InputFile]  # every matched input
+    todo: list[InputFile]  # what this run processes (all of inputs, unless resuming)
+    superseded: set[str]  # paths whose old rows a resume drops before re-processing them
+    parts: list[Part]
+    model: ModelInfo
+    labels: Labels
+    settings: EmbedSettings  # hop and fingerprint included
+    metadata: dict[str, Any]
+
+
+class RunFailedError(RuntimeError):
+    """More files failed than --fail_threshold allows; the output is complete but the job counts as failed."""
+
+
+@dataclass
+class RunSummary:
+    """What the output holds after a run, read back from its files/ table."""
+
+    output: str
+    files_matched: int
+    files_ok: int
+    files_error: int
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    audio_hours: float = 0.0
+    wall_s: float = 0.0
+    files_processed: int = 0  # by this run (the rest were already done: --mode resume)
+    audio_hours_processed: float = 0.0  # by this run
+
+    @property
+    def realtime_factor(self) -> float:
+        """Audio processed by this run per second of its wall time."""
+        return self.audio_hours_processed * 3600 / self.wall_s if self.wall_s else 0.0
+
+    def format(self) -> str:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items()))
+        skipped = self.files_matched - self.files_processed
+        return (
+            f"yamnet-beam: {self.files_matched} files matched, {self.files_ok} ok, {self.files_error} error"
+            f"{f' ({kinds})' if kinds else ''}"
+            f"{f', {skipped} already done' if skipped else ''}; {self.audio_hours:.3f} h audio, {self.frames} frames; "
+            f"wall {self.wall_s:.1f} s, {self.realtime_factor:.0f}x realtime -> {self.output}"
+        )
+
+
+def _check_output_path(output: str | None, mode: str) -> OutputDir:
+    if not output:
+        raise OptionsError("No --output given: pass a directory (local or URL) for the tables.")
+    try:
+        out = OutputDir(absolute_uri(output))
+    except (ImportError, ValueError) as e:  # e.g. gs:// without gcsfs
+        raise OptionsError(f"--output {output}: {e}. Install the filesystem's extra (e.g. yamnet-beam[gcp]).") from e
+    if out.fs.isfile(out.root):
+        raise OptionsError(f"--output {output} is a file; pass a directory.")
+    existing = out.has_results()
+    if existing and mode == "error":
+        raise OptionsError(
+            f"--output {output} already holds results ({', '.join(existing)}/); choose a new directory, "
+            "or pass --mode resume to add what is missing, or --mode overwrite to replace them."
+        )
+    return out
+
+
+def _check_writable(out: OutputDir) -> None:
+    """Creates the output directory and writes a probe file, so a read-only target fails before any work."""
+    probe = f"{out.root}/{TMP_DIR}/.write-test-{uuid.uuid4().hex}"
+    try:
+        out.fs.makedirs(f"{out.root}/{TMP_DIR}", exist_ok=True)
+        out.fs.pipe(probe, b"")
+        out.fs.rm(probe)
+    except Exception as e:
+        raise OptionsError(
+            f"--output {out.uri} is not writable ({type(e).__name__}: {e}); choose another directory."
+        ) from e
+
+
+def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
+    """--class_map, else $YAMNET_BEAM_CLASS_MAP, else the file beside the model, else the default places."""
+    if explicit:
+        return absolute_uri(explicit)
+    env = os.environ.get(CLASS_MAP_ENV, "").strip()
+    if env:
+        return env
+    fs, path = fsspec.core.url_to_fs(model_uri)
+    sibling = path.rsplit("/", 1)[0] + "/yamnet_class_map.csv"
+    if fs.exists(sibling):
+        return fs.unstrip_protocol(sibling) if "://" in model_uri else sibling
+    return default_class_map_uri()
+
+
+def _check_numbers(opts: YamnetOptions) -> int:
+    try:
+        hop = framing.hop_samples_from_seconds(opts.hop_seconds)
+    except ValueError as e:
+        raise OptionsError(f"--hop_seconds: {e}") from e
+    positive = {
+        "--block_seconds": opts.block_seconds,
+        "--frames_per_batch": opts.frames_per_batch,
+        "--row_group_rows": opts.row_group_rows,
+        "--part_files": opts.part_files,
+        "--part_mb": opts.part_mb,
+    }
+    for flag, value in positive.items():
+        if not value > 0:  # also refuses NaN
+            raise OptionsError(f"{flag} must be > 0, got {value}")
+    non_negative = {
+        "--decode_timeout_s": opts.decode_timeout_s,
+        "--max_duration_s": opts.max_duration_s,
+        "--shard_seconds": opts.shard_seconds,
+    }
+    for flag, value in non_negative.items():
+        if not value >= 0:  # also refuses NaN
+            raise OptionsError(f"{flag} must be >= 0 (0 disables it), got {value}")
+    if not 0 <= opts.fail_threshold <= 1:
+        raise OptionsError(f"--fail_threshold is a fraction of files in [0, 1], got {opts.fail_threshold}")
+    return hop
+
+
+def plan_run(opts: YamnetOptions) -> RunPlan:
+    """Validates options, output, inputs, model and labels, and decides the work; changes nothing on disk."""
+    hop = _check_numbers(opts)
+    out = _check_output_path(opts.output, opts.mode)
+    inputs = match_inputs(opts.input or [])
+    model_uri = absolute_uri(opts.model or default_model_uri())
+    try:
+        model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
+    except ModelError as e:
+        raise ModelError(f"--model {model_uri}: {e}") from e
+    labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
+    max_duration = opts.max_duration_s or None
+    fp_params = {
+        "model_sha256": model.sha256,
+        "runtime": model.runtime,
+        "sample_rate": framing.SAMPLE_RATE,
+        "window_samples": framing.WINDOW_SAMPLES,
+        "hop_samples": hop,
+        "downmix": "mean",
+        "resampler": f"soxr-HQ, {RESAMPLE_CHUNK}-sample chunks",
+        "embedding_dtype": opts.embedding_dtype,
+        "max_duration_s": max_duration,
+    }
+    fp = fingerprint(fp_params)
+    todo, superseded = list(inputs), set()
+    if opts.mode == "resume":
+        todo = [with_identity(f) for f in inputs]
+        todo, superseded = plan_resume(out.read_files(), todo, fp, display_path)
+    parts = plan_parts(todo, fp, opts.part_files, int(opts.part_mb * (1 << 20)))
+    settings = EmbedSettings(
+        hop_samples=hop,
+        block_seconds=opts.block_seconds,
+        frames_per_batch=opts.frames_per_batch,
+        row_group_rows=opts.row_group_rows,
+        decode_timeout_s=opts.decode_timeout_s or None,
+        max_duration_s=max_duration,
+        shard_seconds=opts.shard_seconds or None,
+        fingerprint=fp,
+    )
+    metadata = {
+        **fp_params,
+        "fingerprint": fp,
+        "model_uri": model.uri,
+        "model_kind": model.kind,
+        "labels_source": labels.source,
+        "yamnet_beam_version": yamnet_beam.__version__,
+        "beam_version": beam.__version__,
+    }
+    return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, settings, metadata)
+
+
+def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_loader: ModelLoader | None = None):
+    """Adds the job's steps to ``p`` and returns the PCollection of files rows.
+
+    ``model_loader`` is the seam to inject a fake model in tests.
+    """
+    frames_schema = schema.frames_schema(
+        opts.embedding_dtype, plan.model.num_classes, plan.model.embedding_dim, plan.metadata
+    )
+    return (
+        p
+        | "PlannedParts" >> beam.Create(plan.parts)
+        | "EmbedAudio"
+        >> EmbedAudioParts(
+            model_loader or ModelLoader(plan.model.uri, expected_sha256=plan.model.sha256),
+            plan.labels.names,
+            frames_schema,
+            schema.files_schema(plan.metadata),
+            plan.output,
+            plan.settings,
+        )
+    )
+
+
+def summarize(
+    output: str, inputs: set[str] | None = None, wall_s: float = 0.0, processed: set[str] | None = None
+) -> RunSummary:
+    """Reads files/ back: the table, not the runner's metrics, is the record of what happened.
+
+    ``inputs``: the paths this run matched (default: every row), so rows an earlier run left for
+    other inputs do not count; ``processed``: the paths it processed, for its realtime factor.
+    """
+    table = OutputDir(output).read_files(["path", "status", "error_kind", "frames", "duration_s"])
+    if table is None:
+        table = schema.files_table([])
+    if inputs is not None:
+        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(sorted(inputs), pa.string())))
+    status = table.column("status").to_pylist()
+    kinds = Counter(
+        k for s, k in zip(status, table.column("error_kind").to_pylist(), strict=True) if s == schema.STATUS_ERROR
+    )
+    paths = table.column("path").to_pylist()
+    durations = [d or 0.0 for d in table.column("duration_s").to_pylist()]
+    done_now = sum(d for p, d in zip(paths, durations, strict=True) if processed is None or p in processed)
+    matched = len(inputs) if inputs is not None else table.num_rows
+    return RunSummary(
+        output=output,
+        files_matched=matched,
+        files_ok=status.count(schema.STATUS_OK),
+        files_error=status.count(schema.STATUS_ERROR),
+        errors_by_kind=dict(kinds),
+        frames=sum(table.column("frames").to_pylist()),
+        audio_hours=sum(durations) / 3600,
+        wall_s=wall_s,
+        files_processed=matched if processed is None else len(processed),
+        audio_hours_processed=done_now / 3600,
+    )
+
+
+def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime) -> None:
+    out = OutputDir(plan.output)
+    manifest = {
+        **plan.metadata,
+        "model": {k: v for k, v in asdict(plan.model).items() if k != "embedded_labels"},
+        "framing": {
+            "sample_rate": framing.SAMPLE_RATE,
+            "window_samples": framing.WINDOW_SAMPLES,
+            "hop_samples": plan.settings.hop_samples,
+            "frame_count": "1 + ceil(max(0, n - window) / hop)",
+        },
+        "options": opts.get_all_options(drop_default=True, retain_unknown_options=True),
+        "counts": {
+            "files_matched": summary.files_matched,
+            "files_ok": summary.files_ok,
+            "files_error": summary.files_error,
+            "errors_by_kind": summary.errors_by_kind,
+            "frames": summary.frames,
+            "audio_hours": summary.audio_hours,
+            "files_processed_this_run": summary.files_processed,
+            "audio_hours_processed_this_run": summary.audio_hours_processed,
+            "parts_this_run": len(plan.parts),
+        },
+        "mode": opts.mode,
+        "started_at": started.isoformat(),
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "wall_s": summary.wall_s,
+    }
+    with out.fs.open(f"{out.root}/manifest.json", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+
+
+class _Progress:
+    """Reports progress while a run goes on, from what it has committed: runner-agnostic (local,
+    Dataflow or Flink alike), since files/ parts are the record of what is done."""
+
+    def __init__(self, out: OutputDir, total_files: int, interval_s: float, stream=None):
+        self._out, self._total, self._interval = out, total_files, interval_s
+        self._stream = stream or sys.stderr
+        self._seen = out.committed_parts()
+        self._files = 0
+        self._audio_s = 0.0
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="yamnet-beam-progress", daemon=True)
+
+    def __enter__(self):
+        if self._interval > 0 and self._total:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def poll(self) -> str:
+        new = self._out.committed_parts() - self._seen
+        for table in self._out.read_parts(new, ["duration_s"]):
+            self._files += table.num_rows
+            self._audio_s += sum(d for d in table.column("duration_s").to_pylist() if d)
+        self._seen |= new
+        wall = time.perf_counter() - self._t0
+        return (
+            f"yamnet-beam: {self._files}/{self._total} files done, {self._audio_s / 3600:.2f} h audio, "
+            f"{self._audio_s / wall if wall else 0:.0f}x realtime, {wall:.0f} s"
+        )
+
+    def _loop(self):
+        while not self._stop.wait(self._interval):
+            try:
+                print(self.poll(), file=self._stream, flush=True)
+            except Exception as e:  # progress must never break a run
+                _LOG.debug("progress poll failed: %s", e)
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    test_pipeline: beam.Pipeline | None = None,
+    model_loader: ModelLoader | None = None,
+) -> RunSummary:
+    """Runs the job to completion and returns its summary (also printed, and stored in manifest.json).
+
+    Raises :class:`RunFailedError` after writing everything if more files failed than
+    ``--fail_threshold`` allows.
+    """
+    options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
+    opts = options.view_as(YamnetOptions)
+    plan = plan_run(opts)
+    out = OutputDir(plan.output)
+    if opts.mode == "overwrite":
+        out.clear()
+    _check_writable(out)
+    removed = out.remove_uncommitted()  # leftovers of a killed run: never visible to readers, now gone
+    if removed:
+        _LOG.warning("Removed %d uncommitted files of an interrupted run", len(removed))
+    dropped = out.drop_paths(plan.superseded)
+    if dropped:
+        _LOG.warning(
+            "Re-processing %d changed or failed inputs (rows dropped from %d parts)", len(plan.superseded), len(dropped)
+        )
+    _LOG.info(
+        "Matched %d inputs, %d to process in %d parts; model %s (%s)",
+        len(plan.inputs),
+        len(plan.todo),
+        len(plan.parts),
+        plan.model.uri,
+        plan.model.sha256[:12],
+    )
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    # Worker processes the runner starts from here (DirectRunner multi_processing, portable
+    # PROCESS/EXTERNAL pools started by hand inherit it too) read this at start-up: one malloc arena
+    # per decode thread retained 90-130 MB per worker on a 2-hour file (390 -> 300 MB measured).
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    if plan.parts:
+        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+        build_pipeline(p, plan, opts, model_loader)
+        with _Progress(out, len(plan.todo), opts.progress_interval_s):
+            p.run().wait_until_finish()
+    wall_s = time.perf_counter() - t0
+    out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
+    write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
+    summary = summarize(
+        plan.output,
+        {display_path(f.path) for f in plan.inputs},
+        wall_s,
+        processed={display_path(f.path) for f in plan.todo},
+    )
+    _write_manifest(plan, opts, summary, started)
+    print(summary.format())
+    total = summary.files_ok + summary.files_error
+    if total and summary.files_error / total > opts.fail_threshold:
+        raise RunFailedError(
+            f"{summary.files_error} of {total} files failed ({summary.files_error / total:.1%}), more than "
+            f"--fail_threshold={opts.fail_threshold}; see {plan.output}/files/ (status = 'error') for the reasons."
+        )
+    return summary

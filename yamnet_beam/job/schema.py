@@ -1,0 +1,257 @@
+"""The output tables' Arrow schemas and builders: the one place that says what a row is.
+
+Builders take contiguous numpy blocks and wrap them as Arrow arrays without per-row Python
+objects, so writing costs little next to inference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES
+
+METADATA_KEY = b"yamnet_beam"
+EMBEDDING_DTYPES = ("float32", "float16")
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def frames_schema(
+    embedding_dtype: str = "float32",
+    num_classes: int = NUM_CLASSES,
+    embedding_dim: int = EMBEDDING_DIM,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Schema:
+    """One row per YAMNet frame (0.975 s window) of one file."""
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
+    schema = pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("frame", pa.int32(), nullable=False),
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),
+            # Real (non-padding) samples in the window: < 15600 only in a file's zero-padded last frame.
+            pa.field("valid_samples", pa.int32(), nullable=False),
+            pa.field("scores", pa.list_(pa.float32(), num_classes), nullable=False),
+            pa.field(
+                "embedding", pa.list_(pa.from_numpy_dtype(np.dtype(embedding_dtype)), embedding_dim), nullable=False
+            ),
+            pa.field("top_label", pa.string(), nullable=False),
+            pa.field("top_score", pa.float32(), nullable=False),
+        ]
+    )
+    return with_metadata(schema, metadata)
+
+
+FILES_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+        pa.field("error_kind", pa.string()),  # null when ok; a stable kind such as "corrupt"
+        pa.field("error", pa.string()),  # null when ok; a readable reason
+        pa.field("duration_s", pa.float64()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("decoder", pa.string()),
+        pa.field("frames", pa.int64(), nullable=False),  # rows written to frames/ for this file
+        pa.field("warning", pa.string()),  # e.g. shorter than one window, NaN/Inf samples replaced
+        pa.field("nonfinite_samples", pa.int64()),  # NaN/Inf sample values replaced by 0
+        # Identity and parameters, so that --mode resume can skip what is already done.
+        pa.field("size_bytes", pa.int64()),
+        pa.field("mtime", pa.float64()),  # modification time, epoch seconds
+        pa.field("etag", pa.string()),
+        pa.field("fingerprint", pa.string(), nullable=False),  # hash of model + framing + decoding parameters
+        pa.field("part", pa.string(), nullable=False),  # the output part (frames/ and files/ file) holding its rows
+    ]
+)
+
+
+def files_schema(metadata: Mapping[str, Any] | None = None) -> pa.Schema:
+    """One row per matched input, whatever became of it."""
+    return with_metadata(FILES_SCHEMA, metadata)
+
+
+def clips_schema(
+    num_classes: int = NUM_CLASSES,
+    embedding_dim: int = EMBEDDING_DIM,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Schema:
+    """One row per file (``yamnet-beam pool``): its frames pooled, ready to train a clip-level classifier."""
+    return with_metadata(
+        pa.schema(
+            [
+                pa.field("path", pa.string(), nullable=False),
+                pa.field("status", pa.string()),  # from files/: "ok", or "error" for frames kept before a failure
+                pa.field("frames", pa.int64(), nullable=False),  # frames pooled
+                pa.field("duration_s", pa.float64()),  # from files/
+                pa.field("mean_scores", pa.list_(pa.float32(), num_classes), nullable=False),
+                pa.field("max_scores", pa.list_(pa.float32(), num_classes), nullable=False),
+                # Always float32: a mean of float16 embeddings is no longer exactly float16.
+                pa.field("mean_embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
+                pa.field("top_label", pa.string(), nullable=False),  # highest mean score
+                pa.field("top_score", pa.float32(), nullable=False),
+            ]
+        ),
+        metadata,
+    )
+
+
+def with_metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> pa.Schema:
+    """Stores run essentials (model SHA-256, framing, versions) as Parquet key-value metadata."""
+    if not metadata:
+        return schema
+    return schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()})
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The run essentials stored by :func:`with_metadata` (empty if absent)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def parquet_file(f: Any) -> pq.ParquetFile:
+    """Opens Parquet from a Python file object (fsspec, BytesIO) so that it is only read in this thread.
+
+    Not ``pq.read_table(f)``, nor ``ParquetFile``'s default pre-buffering: both read through Arrow's
+    async I/O, whose callbacks can drop the last reference to the Python file on an Arrow thread
+    after the read has returned. When that happens while the interpreter exits, that thread cannot
+    take the GIL and the process aborts ("terminate called without an active exception"; seen in CI
+    after a successful run).
+    """
+    return pq.ParquetFile(f, pre_buffer=False)
+
+
+def read_table(f: Any, columns: Sequence[str] | None = None) -> pa.Table:
+    """The whole table (schema metadata included) of Parquet in a Python file object; see :func:`parquet_file`."""
+    return parquet_file(f).read(columns=list(columns) if columns else None)
+
+
+def _fixed_size_list(values: np.ndarray, dtype: np.dtype) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=dtype)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def frames_table(
+    schema: pa.Schema,
+    path: str,
+    first_frame: int,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    valid_samples: np.ndarray,
+    scores: np.ndarray,
+    embeddings: np.ndarray,
+    label_names: Sequence[str] | np.ndarray,
+) -> pa.Table:
+    """Builds the frames rows for consecutive frames of one file from ``[F, C]`` / ``[F, D]`` arrays."""
+    count = len(scores)
+    top = scores.argmax(axis=1)
+    names = np.asarray(label_names, dtype=object)
+    emb_type = np.float16 if schema.field("embedding").type.value_type == pa.float16() else np.float32
+    columns = [
+        pa.array([path] * count, pa.string()),
+        pa.array(np.arange(first_frame, first_frame + count, dtype=np.int32)),
+        pa.array(np.asarray(start_s, dtype=np.float64)),
+        pa.array(np.asarray(end_s, dtype=np.float64)),
+        pa.array(np.asarray(valid_samples, dtype=np.int32)),
+        _fixed_size_list(scores, np.float32),
+        _fixed_size_list(embeddings, emb_type),
+        pa.array(names[top], pa.string()),
+        pa.array(scores[np.arange(count), top].astype(np.float32)),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def file_row(
+    path: str,
+    *,
+    status: str,
+    frames: int = 0,
+    error_kind: str | None = None,
+    error: str | None = None,
+    duration_s: float | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    format: str | None = None,  # noqa: A002 - the column's name
+    decoder: str | None = None,
+    warning: str | None = None,
+    nonfinite_samples: int | None = None,
+    size_bytes: int | None = None,
+    mtime: float | None = None,
+    etag: str | None = None,
+    fingerprint: str = "",
+    part: str = "",
+) -> dict[str, Any]:
+    """One files/ row as a plain dict (cheap to pickle between steps); :func:`files_table` batches them."""
+    if status not in (STATUS_OK, STATUS_ERROR):
+        raise ValueError(f"status must be ok or error, got {status!r}")
+    return {
+        "path": path,
+        "status": status,
+        "error_kind": error_kind,
+        "error": error,
+        "duration_s": duration_s,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "format": format,
+        "decoder": decoder,
+        "frames": frames,
+        "warning": warning,
+        "nonfinite_samples": nonfinite_samples,
+        "size_bytes": size_bytes,
+        "mtime": mtime,
+        "etag": etag,
+        "fingerprint": fingerprint,
+        "part": part,
+    }
+
+
+def files_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
+    """Batches files/ rows into one Arrow table of the declared schema."""
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+# --------------------------------------------------------------------------------------------
+# Output layout: where the tables live and when a part is committed (readers and writers agree here)
+
+FRAMES_DIR = "frames"
+FILES_DIR = "files"
+TMP_DIR = "_tmp"
+PREFIX = "part-"
+SUFFIX = ".parquet"
+SEGMENT_MARK = "-s"  # frames/part-<id>-s00003.parquet: segment 3 of the long file committed by files/part-<id>
+
+
+def part_name(directory: str, part_id: str) -> str:
+    """``DIR/part-<id>.parquet``."""
+    return f"{directory}/{PREFIX}{part_id}{SUFFIX}"
+
+
+def part_id_of(path: str) -> str | None:
+    """The part id in a part file's name, or None for any other file."""
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    if base.startswith(PREFIX) and base.endswith(SUFFIX):
+        return base[len(PREFIX) : -len(SUFFIX)]
+    return None
+
+
+def marker_id(frames_id: str) -> str:
+    """The files part that commits a frames part: itself, or for a segment, its file's part."""
+    return frames_id.split(SEGMENT_MARK, 1)[0]
+
+
+def committed_frames(frames_paths: Iterable[str], files_paths: Iterable[str]) -> list[str]:
+    """The frames files whose commit marker (files part) exists: what readers may use.
+
+    Anything else is the leftover of an interrupted commit, which the next run removes.
+    """
+    markers = {part_id_of(p) for p in files_paths}
+    return [p for p in frames_paths if (pid := part_id_of(p)) is not None and marker_id(pid) in markers]
