@@ -31,7 +31,7 @@ def test_sdist_holds_the_package_and_nothing_else(sdist):
     with tarfile.open(sdist) as tar:
         names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
     modules = {n.split("/", 1)[1] for n in names if n.startswith("yamnet_beam/") and n.endswith(".py")}
-    assert modules == {p.name for p in (REPO / "yamnet_beam").glob("*.py")}
+    assert modules == {p.relative_to(REPO / "yamnet_beam").as_posix() for p in (REPO / "yamnet_beam").rglob("*.py")}
     assert "setup.py" in names and "pyproject.toml" in names
     for n in names:
         assert not n.startswith(("tests/", "models/", "benchmarks/", ".cache/")), n
