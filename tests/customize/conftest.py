@@ -57,3 +57,23 @@ def head_dir(plain_out, labelled, tmp_path_factory):
 @pytest.fixture(scope="session")
 def head(head_dir):
     return load_head(str(head_dir))
+
+
+@pytest.fixture(scope="session")
+def head_out(labelled, head_dir, tmp_path_factory, model_args):
+    """``run --head`` over the same audio: frames/ with the head's columns."""
+    out = tmp_path_factory.mktemp("withhead") / "out"
+    run(
+        [
+            "--input",
+            str(labelled["audio"]),
+            "--output",
+            str(out),
+            "--hop_seconds",
+            HOP,
+            "--head",
+            str(head_dir),
+            *model_args,
+        ]
+    )
+    return out
