@@ -57,9 +57,12 @@ class Head:
         return len(self.classes)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        x = np.asarray(embeddings, dtype=np.float32)
+        """In float64: a float32 matmul rounds differently with the batch's size (BLAS blocking), which would
+        make ``run --head`` (batches of a file's frames) and ``apply`` (whole row groups) disagree in the last
+        bit; float64 rounded once to float32 at the end gives every frame the same scores however it is batched."""
+        x = np.asarray(embeddings, dtype=np.float64)
         for i, (w, b) in enumerate(self.layers):
-            x = x @ w + b
+            x = x @ w.astype(np.float64) + b.astype(np.float64)
             if i < len(self.layers) - 1:
                 x = np.maximum(x, 0)
         return x
