@@ -150,10 +150,12 @@ def _add_downstream_parsers(sub) -> None:
     top.add_argument("--path", help="only paths matching this glob (* crosses /)")
     ev = qsub.add_parser("events", parents=[fmt], help="time ranges where a class scores above a threshold")
     ev.add_argument("--class", dest="cls", required=True, help="display name, AudioSet MID or index")
-    ev.add_argument("--threshold", type=float, required=True, help="score in [0, 1]")
+    ev.add_argument("--threshold", type=float, help="score in [0, 1] (with --head: default the calibrated one)")
     ev.add_argument("--min_duration", type=float, default=0.0, help="drop events shorter than this (seconds)")
     ev.add_argument("--max_gap", type=float, default=0.0, help="merge events separated by at most this (seconds)")
     ev.add_argument("--path", help="only paths matching this glob")
+    for p in (top, ev):
+        p.add_argument("--head", help="a head directory (yamnet-beam train): its classes, from run --head or apply")
     sim = qsub.add_parser("similar", parents=[fmt], help="nearest frames (or files) by embedding cosine similarity")
     what = sim.add_mutually_exclusive_group(required=True)
     what.add_argument("--to", help="FILE[:SECONDS]: a file in the output or any audio file (embedded now)")
@@ -206,10 +208,15 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
             print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
         return 0
     cmd = args.query_command
+    head = None
+    if getattr(args, "head", None):
+        from yamnet_beam.customize.head import load_head
+
+        head = load_head(args.head)
     if cmd == "top":
-        table = q.top_classes(out, args.k, args.path)
+        table = q.top_classes(out, args.k, args.path, head=head)
     elif cmd == "events":
-        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap)
+        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap, head=head)
     elif cmd == "similar":
         if args.frame:
             vector = sim.frame_vector(out, *sim.parse_frame_ref(args.frame))

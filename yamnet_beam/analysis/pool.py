@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yamnet_beam.analysis.output import SCAN_BATCH_ROWS, Output, list_matrix
+from yamnet_beam.analysis.output import SCAN_BATCH_ROWS, Output, list_matrix, scan_parquet
 from yamnet_beam.job import schema
 from yamnet_beam.model.labels import Labels
 from yamnet_beam.uris import user_uri
@@ -41,27 +41,28 @@ def iter_pooled(
     with_embedding: bool = True,
     chunk_files: int = 256,
     batch_rows: int = SCAN_BATCH_ROWS,
+    scores: tuple[str, list[str], Labels] | None = None,
 ) -> Iterator[pa.Table]:
     """Per-file mean/max scores (and mean embedding) as tables of ``chunk_files`` rows (clips schema).
 
     Streams frames once. A file's row is emitted as soon as all the frames files/ promised for it
     have been seen, so memory holds only files in flight (frames of one file are written together).
     """
-    labels = out.labels
+    column, files, labels = scores or ("scores", out.frame_files, out.labels)  # or a head's: column, parts, classes
     num_classes = len(labels)
     dim = schema.EMBEDDING_DIM if with_embedding else None
     expected = _expected_frames(out)
     accs: dict[str, _Acc] = {}
     done: list[tuple[str, _Acc]] = []
-    cols = ["path", "scores", *(["embedding"] if with_embedding else [])]
-    for batch in out.scan(cols, path_glob, batch_rows):
+    cols = ["path", column, *(["embedding"] if with_embedding else [])]
+    for batch in scan_parquet(out.fs, files, cols, path_glob, batch_rows):
         codes = pc.dictionary_encode(batch.column("path"))
         idx = codes.indices.to_numpy()
         order = np.argsort(idx, kind="stable")
         sorted_idx = idx[order]
         starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
-        scores = list_matrix(batch.column("scores"))[order]
+        scores = list_matrix(batch.column(column))[order]
         s_sum = np.add.reduceat(scores, starts, axis=0, dtype=np.float64)
         s_max = np.maximum.reduceat(scores, starts, axis=0)
         e_sum = None
