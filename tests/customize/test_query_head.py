@@ -54,3 +54,14 @@ def test_unknown_class_or_missing_scores_say_what_to_do(head_out, tmp_path, labe
         q.events(open_output(str(head_out)), "Speech!", None, head=head)
     with pytest.raises(QueryError, match="--threshold is required"):
         q.events(open_output(str(head_out)), "Speech", None)
+
+
+def test_pool_adds_mean_head_scores(head_out, tmp_path):
+    from yamnet_beam.analysis.pool import pool
+
+    clips = pq.read_table(pool(open_output(str(head_out)), str(tmp_path / "clips")))
+    t = _head_frames(head_out)
+    paths = np.asarray(t.column("path").to_pylist())
+    s = np.stack(t.column("head_scores").to_numpy(zero_copy_only=False)).astype(np.float64)
+    for p, m in zip(clips.column("path").to_pylist(), clips.column("mean_head_scores").to_pylist(), strict=True):
+        np.testing.assert_allclose(m, s[paths == p].mean(axis=0), atol=1e-6)

@@ -21,9 +21,10 @@ from yamnet_beam.uris import user_uri
 
 
 class _Acc:
-    __slots__ = ("n", "score_sum", "score_max", "emb_sum")
+    __slots__ = ("n", "score_sum", "score_max", "emb_sum", "head_sum")
 
     def __init__(self, num_classes: int, dim: int | None):
+        self.head_sum: np.ndarray | float = 0.0
         self.n = 0
         self.score_sum = np.zeros(num_classes, np.float64)
         self.score_max = np.full(num_classes, -np.inf, np.float32)
@@ -54,7 +55,9 @@ def iter_pooled(
     expected = _expected_frames(out)
     accs: dict[str, _Acc] = {}
     done: list[tuple[str, _Acc]] = []
-    cols = ["path", column, *(["embedding"] if with_embedding else [])]
+    # frames of `run --head` carry a head's scores: the clip table gets their mean too
+    heads = scores is None and "head_scores" in out.frame_schema.names
+    cols = ["path", column, *(["embedding"] if with_embedding else []), *(["head_scores"] if heads else [])]
     for batch in scan_parquet(out.fs, files, cols, path_glob, batch_rows):
         codes = pc.dictionary_encode(batch.column("path"))
         idx = codes.indices.to_numpy()
@@ -69,6 +72,9 @@ def iter_pooled(
         if with_embedding:
             emb = list_matrix(batch.column("embedding"))[order]
             e_sum = np.add.reduceat(emb, starts, axis=0, dtype=np.float64)
+        h_sum = None
+        if heads:
+            h_sum = np.add.reduceat(list_matrix(batch.column("head_scores"))[order], starts, axis=0, dtype=np.float64)
         names = codes.dictionary.to_pylist()
         for g, code in enumerate(sorted_idx[starts]):
             path = names[code]
@@ -80,6 +86,8 @@ def iter_pooled(
             np.maximum(acc.score_max, s_max[g], out=acc.score_max)
             if e_sum is not None:
                 acc.emb_sum += e_sum[g]
+            if h_sum is not None:
+                acc.head_sum = acc.head_sum + h_sum[g]
             if acc.n >= expected.get(path, (math.inf,))[0]:
                 done.append((path, accs.pop(path)))
         if len(done) >= chunk_files:
@@ -117,6 +125,10 @@ def _pooled_table(
     columns["top_score"] = pa.array(mean[np.arange(len(done)), top].astype(np.float32))
     full = schema.clips_schema(num_classes=len(labels))
     fields = [full.field(c) for c in columns]
+    if isinstance(done[0][1].head_sum, np.ndarray):
+        h = (np.stack([a.head_sum for _, a in done]) / n[:, None]).astype(np.float32)
+        columns["mean_head_scores"] = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), h.shape[1])
+        fields.append(pa.field("mean_head_scores", columns["mean_head_scores"].type, nullable=False))
     return pa.Table.from_pydict(columns, schema=pa.schema(fields))
 
 
@@ -133,6 +145,9 @@ def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> 
         fs.rm(old)
     path = f"{root}/part-00000-of-00001.parquet"
     clip_schema = schema.clips_schema(num_classes=len(out.labels), metadata=out.run_metadata or None)
+    if "head_scores" in out.frame_schema.names:  # run --head: mean head scores too
+        k = out.frame_schema.field("head_scores").type.list_size
+        clip_schema = clip_schema.append(pa.field("mean_head_scores", pa.list_(pa.float32(), k), nullable=False))
     with fs.open(path, "wb") as f, pq.ParquetWriter(f, clip_schema, compression="zstd") as writer:
         for table in iter_pooled(out, path_glob):  # clips_schema's fields already; the writer adds the metadata
             writer.write_table(table)
