@@ -47,8 +47,12 @@ def _beam_module(name: str):
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback."""
+    from yamnet_beam.customize.head import HeadError
+    from yamnet_beam.customize.train import TrainError
+
     options = _beam_module("yamnet_beam.job.options")
-    return (DownloadError, InputError, LabelsError, ModelError, options.OptionsError, QueryError)
+    return (DownloadError, HeadError, InputError, LabelsError, ModelError, options.OptionsError, QueryError, TrainError)
+
 
 RUN_HELP = """Run the job: yamnet-beam run --input PATH_OR_GLOB [--input ...] --output DIR [--model URI]
 [--class_map URI] [any Apache Beam option, e.g. --runner DataflowRunner --project P ...]"""
@@ -115,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_download_parser(sub)
     _add_downstream_parsers(sub)
+    _add_customize_parsers(sub)
 
     if argv[:1] == ["run"]:
         return _guard(lambda: _cmd_run(argv[1:]))
@@ -125,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command in ("query", "pool", "plot", "report"):
         return _guard(lambda: _cmd_downstream(args))
+    if args.command in ("train", "apply", "export"):
+        return _guard(lambda: _cmd_customize(args))
     return _guard(lambda: main_download(args))
 
 
@@ -143,10 +150,12 @@ def _add_downstream_parsers(sub) -> None:
     top.add_argument("--path", help="only paths matching this glob (* crosses /)")
     ev = qsub.add_parser("events", parents=[fmt], help="time ranges where a class scores above a threshold")
     ev.add_argument("--class", dest="cls", required=True, help="display name, AudioSet MID or index")
-    ev.add_argument("--threshold", type=float, required=True, help="score in [0, 1]")
+    ev.add_argument("--threshold", type=float, help="score in [0, 1] (with --head: default the calibrated one)")
     ev.add_argument("--min_duration", type=float, default=0.0, help="drop events shorter than this (seconds)")
     ev.add_argument("--max_gap", type=float, default=0.0, help="merge events separated by at most this (seconds)")
     ev.add_argument("--path", help="only paths matching this glob")
+    for p in (top, ev):
+        p.add_argument("--head", help="a head directory (yamnet-beam train): its classes, from run --head or apply")
     sim = qsub.add_parser("similar", parents=[fmt], help="nearest frames (or files) by embedding cosine similarity")
     what = sim.add_mutually_exclusive_group(required=True)
     what.add_argument("--to", help="FILE[:SECONDS]: a file in the output or any audio file (embedded now)")
@@ -199,10 +208,15 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
             print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
         return 0
     cmd = args.query_command
+    head = None
+    if getattr(args, "head", None):
+        from yamnet_beam.customize.head import load_head
+
+        head = load_head(args.head)
     if cmd == "top":
-        table = q.top_classes(out, args.k, args.path)
+        table = q.top_classes(out, args.k, args.path, head=head)
     elif cmd == "events":
-        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap)
+        table = q.events(out, args.cls, args.threshold, args.min_duration, args.path, max_gap=args.max_gap, head=head)
     elif cmd == "similar":
         if args.frame:
             vector = sim.frame_vector(out, *sim.parse_frame_ref(args.frame))
@@ -215,6 +229,69 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
         table = q.summary(out, args.top)
     render(table, args.format, args.dest)
     return 0
+
+
+def _add_customize_parsers(sub) -> None:
+    """``train``, ``apply`` and ``export``: your own classes on YAMNet's embeddings (yamnet_beam.customize)."""
+    train = sub.add_parser("train", help="train a head (your classes) on an output's embeddings, cross-validated")
+    train.add_argument("output", help="the --output directory of a run over the labelled files")
+    train.add_argument("--labels", required=True, help="CSV path,label[,fold]; repeat a path for several labels")
+    train.add_argument("-o", "--out", dest="dest", required=True, help="head directory to write")
+    train.add_argument("--head_type", choices=("linear", "mlp"), default="linear", help="default: linear")
+    train.add_argument("--folds", type=int, default=5, help="cross-validation folds over files (default 5)")
+    train.add_argument(
+        "--target_precision", type=float, help="thresholds: most recall at this precision (default max F1)"
+    )
+    train.add_argument("--min_frame_score", type=float, default=0.0, help="drop frames whose top YAMNet score is lower")
+    train.add_argument("--hidden", type=int, default=256, help="mlp: hidden units (default 256)")
+    train.add_argument("--seed", type=int, default=0, help="fold shuffling and mlp initialisation (default 0)")
+    apply = sub.add_parser("apply", help="score a finished output's stored embeddings with a head (a Beam job)")
+    apply.add_argument("output")
+    apply.add_argument("--head", required=True, help="head directory written by `yamnet-beam train`")
+    export = sub.add_parser("export", help="YAMNet + a head as one .tflite with metadata for MediaPipe")
+    export.add_argument("head", help="head directory written by `yamnet-beam train`")
+    export.add_argument("-o", "--out", dest="dest", required=True, help=".tflite file to write")
+    export.add_argument("--custom_only", action="store_true", help="only the custom scores as output")
+    export.add_argument("--model", help="the YAMNet .tflite the head was trained on (default: the default model)")
+    export.add_argument("--class_map", help="YAMNet class map CSV (default: beside the model)")
+
+
+def _cmd_customize(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from yamnet_beam.customize.train import format_metrics, train
+
+        head = train(
+            args.output,
+            args.labels,
+            args.dest,
+            head_type=args.head_type,
+            folds=args.folds,
+            target_precision=args.target_precision,
+            min_frame_score=args.min_frame_score,
+            hidden=args.hidden,
+            seed=args.seed,
+        )
+        for problem in head_problems(args.dest):
+            print(f"note: {problem}")
+        print(format_metrics(head))
+        print(f"Wrote {args.dest} (head.json, weights.npz, metrics.json)")
+        return 0
+    if args.command == "apply":
+        apply = _beam_module("yamnet_beam.job.apply")
+        print(f"Wrote {apply.apply_head(args.output, args.head)}")
+        return 0
+    from yamnet_beam.customize.export import export_head
+
+    print(f"Wrote {export_head(args.head, args.dest, args.model, args.class_map, args.custom_only)}")
+    return 0
+
+
+def head_problems(head_dir: str) -> list[str]:
+    """What training left out (from metrics.json), to print after it."""
+    import json
+
+    path = Path(head_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("problems", []) if path.is_file() else []
 
 
 def _guard(fn) -> int:

@@ -176,3 +176,48 @@ def clip_top_labels(output_dir: str | Path) -> list[tuple[str, str, float]]:
         mean = scores[paths == path].mean(axis=0)
         rows.append((Path(path).name, names[int(mean.argmax())], float(mean.max())))
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# A labelled set for `yamnet-beam train`: four sound classes YAMNet has no single name for each file of,
+# six files per class (different frequencies, rates and levels), 16 kHz mono float WAV, 3 s each.
+
+LABELLED_CLASSES = ("tone", "chirp", "noise_band", "pulses")
+LABELLED_SECONDS = 3.0
+
+
+def _labelled_signal(cls: str, i: int, sr: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(SEED + 100 * LABELLED_CLASSES.index(cls) + i)
+    t = _t(LABELLED_SECONDS, sr)
+    level = (0.05, 0.1, 0.2, 0.4, 0.07, 0.3)[i % 6]
+    if cls == "tone":
+        x = np.sin(2 * np.pi * (300.0 * 1.6**i) * t)
+    elif cls == "chirp":  # linear sweep, up or down, over the file
+        f0, f1 = (400.0 + 200 * i, 3000.0 + 500 * i)[:: 1 if i % 2 == 0 else -1]
+        x = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * LABELLED_SECONDS)))
+    elif cls == "noise_band":  # white noise band-passed in the frequency domain around a centre frequency
+        spec = np.fft.rfft(rng.standard_normal(len(t)))
+        f = np.fft.rfftfreq(len(t), 1 / sr)
+        centre = 500.0 * 1.5**i
+        spec[(f < centre / 1.5) | (f > centre * 1.5)] = 0
+        x = np.fft.irfft(spec, len(t))
+        x /= np.abs(x).max()
+    else:  # short 2 kHz bursts at a steady rate
+        rate = 2.0 + i
+        x = np.sin(2 * np.pi * 2000.0 * t) * ((t * rate) % 1.0 < 0.15)
+    return (level * x).astype(np.float32)
+
+
+def make_labelled_audio(dest_dir: str | Path) -> Path:
+    """Writes the labelled set and its ``labels.csv`` (``path,label``, paths relative to it); returns the CSV."""
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label"]
+    for cls in LABELLED_CLASSES:
+        for i in range(6):
+            name = f"{cls}_{i}.wav"
+            sf.write(dest / name, _labelled_signal(cls, i), 16000, subtype="FLOAT")
+            rows.append(f"{name},{cls}")
+    csv_path = dest / "labels.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    return csv_path

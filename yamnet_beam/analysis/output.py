@@ -126,6 +126,14 @@ class Output:
         with self.fs.open(self.fs_path(first), "rb") as f:
             return schema.read_metadata(pq.read_schema(f))
 
+    @cached_property
+    def frame_schema(self) -> pa.Schema:
+        """The frames table's schema (empty when no frames were written)."""
+        if not self.frame_files:
+            return pa.schema([])
+        with self.fs.open(self.fs_path(self.frame_files[0]), "rb") as f:
+            return pq.read_schema(f)
+
     @property
     def model_uri(self) -> str | None:
         return self.manifest.get("model_uri") or self.run_metadata.get("model_uri")

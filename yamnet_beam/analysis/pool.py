@@ -14,16 +14,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yamnet_beam.analysis.output import SCAN_BATCH_ROWS, Output, list_matrix
+from yamnet_beam.analysis.output import SCAN_BATCH_ROWS, Output, list_matrix, scan_parquet
 from yamnet_beam.job import schema
 from yamnet_beam.model.labels import Labels
 from yamnet_beam.uris import user_uri
 
 
 class _Acc:
-    __slots__ = ("n", "score_sum", "score_max", "emb_sum")
+    __slots__ = ("n", "score_sum", "score_max", "emb_sum", "head_sum")
 
     def __init__(self, num_classes: int, dim: int | None):
+        self.head_sum: np.ndarray | float = 0.0
         self.n = 0
         self.score_sum = np.zeros(num_classes, np.float64)
         self.score_max = np.full(num_classes, -np.inf, np.float32)
@@ -41,33 +42,39 @@ def iter_pooled(
     with_embedding: bool = True,
     chunk_files: int = 256,
     batch_rows: int = SCAN_BATCH_ROWS,
+    scores: tuple[str, list[str], Labels] | None = None,
 ) -> Iterator[pa.Table]:
     """Per-file mean/max scores (and mean embedding) as tables of ``chunk_files`` rows (clips schema).
 
     Streams frames once. A file's row is emitted as soon as all the frames files/ promised for it
     have been seen, so memory holds only files in flight (frames of one file are written together).
     """
-    labels = out.labels
+    column, files, labels = scores or ("scores", out.frame_files, out.labels)  # or a head's: column, parts, classes
     num_classes = len(labels)
     dim = schema.EMBEDDING_DIM if with_embedding else None
     expected = _expected_frames(out)
     accs: dict[str, _Acc] = {}
     done: list[tuple[str, _Acc]] = []
-    cols = ["path", "scores", *(["embedding"] if with_embedding else [])]
-    for batch in out.scan(cols, path_glob, batch_rows):
+    # frames of `run --head` carry a head's scores: the clip table gets their mean too
+    heads = scores is None and "head_scores" in out.frame_schema.names
+    cols = ["path", column, *(["embedding"] if with_embedding else []), *(["head_scores"] if heads else [])]
+    for batch in scan_parquet(out.fs, files, cols, path_glob, batch_rows):
         codes = pc.dictionary_encode(batch.column("path"))
         idx = codes.indices.to_numpy()
         order = np.argsort(idx, kind="stable")
         sorted_idx = idx[order]
         starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
-        scores = list_matrix(batch.column("scores"))[order]
+        scores = list_matrix(batch.column(column))[order]
         s_sum = np.add.reduceat(scores, starts, axis=0, dtype=np.float64)
         s_max = np.maximum.reduceat(scores, starts, axis=0)
         e_sum = None
         if with_embedding:
             emb = list_matrix(batch.column("embedding"))[order]
             e_sum = np.add.reduceat(emb, starts, axis=0, dtype=np.float64)
+        h_sum = None
+        if heads:
+            h_sum = np.add.reduceat(list_matrix(batch.column("head_scores"))[order], starts, axis=0, dtype=np.float64)
         names = codes.dictionary.to_pylist()
         for g, code in enumerate(sorted_idx[starts]):
             path = names[code]
@@ -79,6 +86,8 @@ def iter_pooled(
             np.maximum(acc.score_max, s_max[g], out=acc.score_max)
             if e_sum is not None:
                 acc.emb_sum += e_sum[g]
+            if h_sum is not None:
+                acc.head_sum = acc.head_sum + h_sum[g]
             if acc.n >= expected.get(path, (math.inf,))[0]:
                 done.append((path, accs.pop(path)))
         if len(done) >= chunk_files:
@@ -116,6 +125,10 @@ def _pooled_table(
     columns["top_score"] = pa.array(mean[np.arange(len(done)), top].astype(np.float32))
     full = schema.clips_schema(num_classes=len(labels))
     fields = [full.field(c) for c in columns]
+    if isinstance(done[0][1].head_sum, np.ndarray):
+        h = (np.stack([a.head_sum for _, a in done]) / n[:, None]).astype(np.float32)
+        columns["mean_head_scores"] = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), h.shape[1])
+        fields.append(pa.field("mean_head_scores", columns["mean_head_scores"].type, nullable=False))
     return pa.Table.from_pydict(columns, schema=pa.schema(fields))
 
 
@@ -132,6 +145,9 @@ def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> 
         fs.rm(old)
     path = f"{root}/part-00000-of-00001.parquet"
     clip_schema = schema.clips_schema(num_classes=len(out.labels), metadata=out.run_metadata or None)
+    if "head_scores" in out.frame_schema.names:  # run --head: mean head scores too
+        k = out.frame_schema.field("head_scores").type.list_size
+        clip_schema = clip_schema.append(pa.field("mean_head_scores", pa.list_(pa.float32(), k), nullable=False))
     with fs.open(path, "wb") as f, pq.ParquetWriter(f, clip_schema, compression="zstd") as writer:
         for table in iter_pooled(out, path_glob):  # clips_schema's fields already; the writer adds the metadata
             writer.write_table(table)

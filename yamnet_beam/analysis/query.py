@@ -12,9 +12,55 @@ import numpy as np
 import pyarrow as pa
 
 from yamnet_beam import framing
-from yamnet_beam.analysis.output import Output, QueryError, list_matrix, sql_table
+from yamnet_beam.analysis.output import Output, QueryError, list_matrix, sql_str, sql_table
 from yamnet_beam.analysis.pool import iter_pooled
+from yamnet_beam.customize.head import Head
+from yamnet_beam.job import schema
 from yamnet_beam.model.labels import Labels
+
+
+def head_labels(head: Head) -> Labels:
+    return Labels(names=tuple(head.classes), mids=(None,) * head.num_classes, source=f"head:{head.name}")
+
+
+def head_parts(out: Output, head: Head) -> tuple[list[str], bool]:
+    """Where this head's scores of ``out`` are: frames/ (``run --head``: True) or heads/<name>/ (``apply``)."""
+    if out.frame_files and out.run_metadata.get("head_sha256") == head.sha256:
+        return out.frame_files, True
+    d = f"{out.root}/{schema.HEADS_DIR}/{head.name}"
+    parts = sorted(out.fs.glob(f"{d}/part-*.parquet"))
+    if parts:
+        import pyarrow.parquet as pq
+
+        with out.fs.open(parts[0], "rb") as f:
+            applied = schema.read_metadata(pq.read_schema(f)).get("head_sha256")
+        if applied == head.sha256:
+            return [out.child_uri(p[len(out.root) + 1 :]) for p in parts], False
+    raise QueryError(
+        f"{out.uri} holds no scores of the head {head.name!r} (SHA-256 {head.sha256[:12]}...): "
+        f"run `yamnet-beam apply {out.uri} --head HEAD_DIR` first (or `run --head`)"
+    )
+
+
+def _head_view(out: Output, head: Head) -> str:
+    """A DuckDB view ``head_frames`` (path, frame, start_s, valid_samples, head_scores); returns its name."""
+    parts, in_frames = head_parts(out, head)
+    if in_frames:
+        out.con.execute("CREATE OR REPLACE VIEW head_frames AS SELECT * FROM frames")
+    else:
+        files = ", ".join(sql_str(p) for p in parts)
+        out.con.execute(
+            "CREATE OR REPLACE VIEW head_frames AS SELECT h.path, h.frame, h.start_s, f.valid_samples, h.head_scores"
+            f" FROM read_parquet([{files}]) h JOIN frames f USING (path, frame)"
+        )
+    return "head_frames"
+
+
+def resolve_head_class(head: Head, spec: str) -> int:
+    lower = [c.lower() for c in head.classes]
+    if spec.strip().lower() in lower:
+        return lower.index(spec.strip().lower())
+    raise QueryError(f"unknown class {spec!r} of the head {head.name!r}: its classes are {', '.join(head.classes)}")
 
 
 def resolve_class(labels: Labels, spec: str) -> int:
@@ -34,15 +80,19 @@ def resolve_class(labels: Labels, spec: str) -> int:
     raise QueryError(f"unknown class {spec!r}: give a display name, a MID such as /m/09x0r, or an index{hint}")
 
 
-def top_classes(out: Output, k: int = 5, path_glob: str | None = None) -> pa.Table:
-    """Per file, the ``k`` classes with the highest mean score and the ``k`` with the highest max score."""
+def top_classes(out: Output, k: int = 5, path_glob: str | None = None, head: Head | None = None) -> pa.Table:
+    """Per file, the ``k`` classes with the highest mean score and the ``k`` with the highest max score
+    (YAMNet's, or with ``head`` that head's)."""
     if k < 1:
         raise QueryError(f"-k must be at least 1, got {k}")
-    names = np.asarray(out.labels.names, dtype=object)
+    source = None
+    if head is not None:
+        source = ("head_scores", head_parts(out, head)[0], head_labels(head))
+    names = np.asarray((source[2] if source else out.labels).names, dtype=object)
     k = min(k, len(names))
     ranks = np.arange(1, k + 1, dtype=np.int32)
     tables = []
-    for t in iter_pooled(out, path_glob, with_embedding=False):
+    for t in iter_pooled(out, path_glob, with_embedding=False, scores=source):
         columns: dict[str, Any] = {"path": t.column("path").take(np.repeat(np.arange(t.num_rows), k))}
         columns["rank"] = np.tile(ranks, t.num_rows)
         for by, value, pooled in (("by_mean", "mean", "mean_scores"), ("by_max", "max", "max_scores")):
@@ -59,11 +109,12 @@ def top_classes(out: Output, k: int = 5, path_glob: str | None = None) -> pa.Tab
 def events(
     out: Output,
     cls: str,
-    threshold: float,
+    threshold: float | None,
     min_duration: float = 0.0,
     path_glob: str | None = None,
     path: str | None = None,
     max_gap: float = 0.0,
+    head: Head | None = None,
 ) -> pa.Table:
     """Time ranges where one class's score is at least ``threshold``; runs of consecutive frames merge.
 
@@ -74,8 +125,16 @@ def events(
     the timeline: an event runs from its first frame's centre minus half a hop to its last frame's
     centre plus half a hop (clipped to the audio). This puts edges within a hop of the sound's, where
     window edges (0.975 s wide) would overstate events by up to a window. ``path_glob`` filters
-    paths by a shell glob, ``path`` selects one path exactly.
+    paths by a shell glob, ``path`` selects one path exactly. With ``head``, ``cls`` is one of its classes
+    and ``threshold`` defaults to that class's calibrated threshold.
     """
+    table, column = "frames", "scores"
+    if head is not None:
+        index = resolve_head_class(head, cls)
+        threshold = head.thresholds[index] if threshold is None else threshold
+        table, column, label = _head_view(out, head), "head_scores", head.classes[index]
+    elif threshold is None:
+        raise QueryError("--threshold is required (a score in [0, 1]) unless --head gives calibrated thresholds")
     if not 0.0 <= threshold <= 1.0:
         raise QueryError(f"--threshold is a score in [0, 1], got {threshold}")
     if min_duration < 0:
@@ -83,14 +142,16 @@ def events(
     if max_gap < 0:
         raise QueryError(f"--max_gap must be >= 0, got {max_gap}")
     gap_frames = int(math.floor(max_gap / out.hop_s + 1e-9))
-    index = resolve_class(out.labels, cls)
+    if head is None:
+        index = resolve_class(out.labels, cls)
+        label = out.labels.names[index]
     half_window = framing.WINDOW_SECONDS / 2
     sql = f"""
         WITH hits AS (
             SELECT path, frame, start_s + {half_window} AS centre,
-                   start_s + valid_samples / {float(framing.SAMPLE_RATE)} AS audio_end, scores[{index + 1}] AS score
-            FROM frames
-            WHERE scores[{index + 1}] >= $threshold {"AND path GLOB $glob" if path_glob else ""}
+                   start_s + valid_samples / {float(framing.SAMPLE_RATE)} AS audio_end, {column}[{index + 1}] AS score
+            FROM {table}
+            WHERE {column}[{index + 1}] >= $threshold {"AND path GLOB $glob" if path_glob else ""}
                   {"AND path = $path" if path is not None else ""}
         ), steps AS (  -- gaps and islands: a new island starts after more than $gap missing frames
             SELECT *, CASE WHEN frame - lag(frame) OVER (PARTITION BY path ORDER BY frame) <= 1 + $gap
@@ -113,7 +174,7 @@ def events(
     params: dict[str, Any] = {
         "threshold": threshold,
         "half_hop": out.hop_s / 2,
-        "label": out.labels.names[index],
+        "label": label,
         "min_duration": min_duration,
         "gap": gap_frames,
     }

@@ -114,6 +114,12 @@ class YamnetOptions(PipelineOptions):
             help="Print a progress line (files done/total, audio hours, realtime factor) this often; 0: never.",
         )
         parser.add_argument(
+            "--head",
+            default=None,
+            help="A head directory from `yamnet-beam train`: adds its head_scores, head_top_label, head_top_score "
+            "and head_labels (classes over their calibrated thresholds) to frames/.",
+        )
+        parser.add_argument(
             "--fail_threshold",
             type=float,
             default=1.0,

@@ -164,6 +164,17 @@ def _check_numbers(opts: YamnetOptions) -> int:
     return hop
 
 
+def _check_head(head_dir: str | None, model: ModelInfo):
+    """``--head``: loaded (integrity checked) and refused if trained on another model, before any work."""
+    if not head_dir:
+        return None
+    from yamnet_beam.customize.head import check_model, load_head
+
+    head = load_head(absolute_uri(head_dir))
+    check_model(head, model.sha256, f"--model {model.uri}")
+    return head
+
+
 def plan_run(opts: YamnetOptions) -> RunPlan:
     """Validates options, output, inputs, model and labels, and decides the work; changes nothing on disk."""
     hop = _check_numbers(opts)
@@ -187,6 +198,9 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "embedding_dtype": opts.embedding_dtype,
         "max_duration_s": max_duration,
     }
+    head = _check_head(opts.head, model)
+    if head is not None:
+        fp_params["head_sha256"] = head.sha256  # other head, other frames: resume re-processes them
     fp = fingerprint(fp_params)
     todo, superseded = list(inputs), set()
     if opts.mode == "resume":
@@ -202,6 +216,8 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         max_duration_s=max_duration,
         shard_seconds=opts.shard_seconds or None,
         fingerprint=fp,
+        head_uri=absolute_uri(opts.head) if head is not None else None,
+        head_sha256=head.sha256 if head is not None else None,
     )
     metadata = {
         **fp_params,
@@ -211,6 +227,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "labels_source": labels.source,
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
+        **({"head_uri": absolute_uri(opts.head), "head_name": head.name, "head_classes": head.classes} if head else {}),
     }
     return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, settings, metadata)
 
@@ -221,7 +238,11 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
     ``model_loader`` is the seam to inject a fake model in tests.
     """
     frames_schema = schema.frames_schema(
-        opts.embedding_dtype, plan.model.num_classes, plan.model.embedding_dim, plan.metadata
+        opts.embedding_dtype,
+        plan.model.num_classes,
+        plan.model.embedding_dim,
+        plan.metadata,
+        head_classes=len(plan.metadata.get("head_classes", ())),
     )
     return (
         p

@@ -28,8 +28,9 @@ def frames_schema(
     num_classes: int = NUM_CLASSES,
     embedding_dim: int = EMBEDDING_DIM,
     metadata: Mapping[str, Any] | None = None,
+    head_classes: int = 0,
 ) -> pa.Schema:
-    """One row per YAMNet frame (0.975 s window) of one file."""
+    """One row per YAMNet frame (0.975 s window) of one file; with ``head_classes``, a custom head's columns too."""
     if embedding_dtype not in EMBEDDING_DTYPES:
         raise ValueError(f"embedding_dtype must be one of {EMBEDDING_DTYPES}, got {embedding_dtype!r}")
     schema = pa.schema(
@@ -46,9 +47,52 @@ def frames_schema(
             ),
             pa.field("top_label", pa.string(), nullable=False),
             pa.field("top_score", pa.float32(), nullable=False),
+            *(head_fields(head_classes) if head_classes else []),
         ]
     )
     return with_metadata(schema, metadata)
+
+
+HEADS_DIR = "heads"  # OUTPUT/heads/<head name>/: a head applied to a finished output (``yamnet-beam apply``)
+
+
+def head_fields(num_classes: int) -> list[pa.Field]:
+    """A custom head's columns (``run --head`` in frames/, ``apply`` in heads/<name>/)."""
+    return [
+        pa.field("head_scores", pa.list_(pa.float32(), num_classes), nullable=False),
+        pa.field("head_top_label", pa.string(), nullable=False),
+        pa.field("head_top_score", pa.float32(), nullable=False),
+        # The classes at or over their calibrated threshold (may be empty).
+        pa.field("head_labels", pa.list_(pa.string()), nullable=False),
+    ]
+
+
+def heads_schema(num_classes: int, metadata: Mapping[str, Any] | None = None) -> pa.Schema:
+    """One row per frame of a finished output, scored by a head from its stored embedding."""
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("frame", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        *head_fields(num_classes),
+    ]
+    return with_metadata(pa.schema(fields), metadata)
+
+
+def head_arrays(head_scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]) -> list[pa.Array]:
+    """The :func:`head_fields` columns from ``[F, K]`` head scores."""
+    count = len(head_scores)
+    names = np.asarray(classes, dtype=object)
+    top = head_scores.argmax(axis=1) if count else np.zeros(0, np.int64)
+    over = np.asarray(head_scores) >= np.asarray(thresholds, dtype=np.float32)[None, :]
+    offsets = np.r_[0, np.cumsum(over.sum(axis=1))].astype(np.int32)
+    labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.tile(names, count)[over.reshape(-1)], pa.string()))
+    return [
+        _fixed_size_list(head_scores, np.float32),
+        pa.array(names[top], pa.string()),
+        pa.array(np.asarray(head_scores)[np.arange(count), top].astype(np.float32)),
+        labels,
+    ]
 
 
 FILES_SCHEMA = pa.schema(
@@ -150,8 +194,12 @@ def frames_table(
     scores: np.ndarray,
     embeddings: np.ndarray,
     label_names: Sequence[str] | np.ndarray,
+    head: tuple[np.ndarray, Sequence[str], Sequence[float]] | None = None,
 ) -> pa.Table:
-    """Builds the frames rows for consecutive frames of one file from ``[F, C]`` / ``[F, D]`` arrays."""
+    """Builds the frames rows for consecutive frames of one file from ``[F, C]`` / ``[F, D]`` arrays.
+
+    ``head``: (``[F, K]`` head scores, classes, thresholds) when the schema has the head's columns.
+    """
     count = len(scores)
     top = scores.argmax(axis=1)
     names = np.asarray(label_names, dtype=object)
@@ -166,6 +214,7 @@ def frames_table(
         _fixed_size_list(embeddings, emb_type),
         pa.array(names[top], pa.string()),
         pa.array(scores[np.arange(count), top].astype(np.float32)),
+        *(head_arrays(*head) if head is not None else []),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 

@@ -77,6 +77,8 @@ class EmbedSettings:
     max_duration_s: float | None = None
     shard_seconds: float | None = None  # split seekable files longer than 1.5x this into segments
     fingerprint: str = ""
+    head_uri: str | None = None  # run --head: a trained head's directory, checked by the launcher
+    head_sha256: str | None = None
 
 
 SEGMENTS_TAG = "segments"
@@ -176,6 +178,7 @@ class _ModelFn(_OutputFn):
         _tune_worker_memory()
         t0 = time.perf_counter()
         self._model = self._model_loader.load()
+        self._head = _load_head(self._settings)
         self._labels = np.asarray(self._label_names, dtype=object)
         self._plain_schema = self._frames_schema.remove_metadata()
         self._load_ms = int((time.perf_counter() - t0) * 1000)
@@ -228,11 +231,34 @@ class _ModelFn(_OutputFn):
         start_s, end_s = framing.frame_times(index, len(batch), hop)
         valid = framing.valid_samples(index, len(batch), total_samples, hop)
         table = schema.frames_table(
-            self._plain_schema, path, index, start_s, end_s, valid, scores, embeddings, self._labels
+            self._plain_schema,
+            path,
+            index,
+            start_s,
+            end_s,
+            valid,
+            scores,
+            embeddings,
+            self._labels,
+            _head_columns(self._head, embeddings),
         )
         self._infer_ms.inc(int((t1 - t0) * 1000))
         self._build_ms.inc(int((time.perf_counter() - t1) * 1000))
         return table
+
+
+def _load_head(settings: EmbedSettings):
+    """The head of ``run --head`` (None without one); its bytes must be those the launcher checked."""
+    if not settings.head_uri:
+        return None
+    from yamnet_beam.customize.head import load_head
+
+    return load_head(settings.head_uri, expected_sha256=settings.head_sha256)
+
+
+def _head_columns(head, embeddings: np.ndarray) -> tuple[np.ndarray, Sequence[str], Sequence[float]] | None:
+    """What :func:`schema.frames_table` needs for the head's columns, from this batch's embeddings."""
+    return None if head is None else (head.scores(embeddings), head.classes, head.thresholds)
 
 
 class _EmbedPartFn(_ModelFn):

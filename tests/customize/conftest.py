@@ -1,0 +1,79 @@
+"""One labelled set, two real runs (plain, then ``run --head`` with the head trained on the first), per session.
+
+The set is the demo's labelled audio plus a "speech" class from the shared fixtures at several levels, all
+16 kHz mono, so MediaPipe can be fed the very samples the pipeline read. Both runs use ``--hop_seconds 0.975``
+(MediaPipe's non-overlapping windows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from yamnet_beam.customize.head import load_head
+from yamnet_beam.customize.train import train
+from yamnet_beam.demo import make_labelled_audio
+from yamnet_beam.job.pipeline import run
+
+HOP = "0.975"
+SPEECH = ["speech_16k_float32.wav", "speech_22k_mono.wav"]
+LEVELS = (1.0, 0.5, 0.25)
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory, fixtures_dir):
+    audio = tmp_path_factory.mktemp("labelled_audio")
+    csv_path = make_labelled_audio(audio)
+    rows = csv_path.read_text().splitlines()
+    for name in SPEECH:
+        x, sr = sf.read(fixtures_dir / name, dtype="float32")
+        x = x if sr == 16000 else soxr.resample(x, sr, 16000).astype(np.float32)
+        for level in LEVELS:
+            out = f"speech_{name.split('_')[1]}_{level}.wav"
+            sf.write(audio / out, (level * x).astype(np.float32), 16000, subtype="FLOAT")
+            rows.append(f"{out},speech")
+    (audio / "broken.wav").write_bytes(b"not audio")  # an error row, labelled: reported, not crashed on
+    rows += ["broken.wav,speech", "not_there.wav,tone"]  # a label whose file is not in the output
+    csv_path.write_text("\n".join(rows) + "\n")
+    return {"audio": audio, "csv": csv_path}
+
+
+@pytest.fixture(scope="session")
+def plain_out(labelled, tmp_path_factory, model_args):
+    out = tmp_path_factory.mktemp("plain") / "out"
+    run(["--input", str(labelled["audio"]), "--output", str(out), "--hop_seconds", HOP, *model_args])
+    return out
+
+
+@pytest.fixture(scope="session")
+def head_dir(plain_out, labelled, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads") / "sounds"
+    train(str(plain_out), str(labelled["csv"]), str(d), folds=3)
+    return d
+
+
+@pytest.fixture(scope="session")
+def head(head_dir):
+    return load_head(str(head_dir))
+
+
+@pytest.fixture(scope="session")
+def head_out(labelled, head_dir, tmp_path_factory, model_args):
+    """``run --head`` over the same audio: frames/ with the head's columns."""
+    out = tmp_path_factory.mktemp("withhead") / "out"
+    run(
+        [
+            "--input",
+            str(labelled["audio"]),
+            "--output",
+            str(out),
+            "--hop_seconds",
+            HOP,
+            "--head",
+            str(head_dir),
+            *model_args,
+        ]
+    )
+    return out

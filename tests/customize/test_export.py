@@ -1,0 +1,136 @@
+"""export: YAMNet's scores survive bit for bit, the custom output is the head, and MediaPipe runs the file.
+
+MediaPipe (a test dependency) is the independent check that the TFLite metadata is right: its
+AudioClassifier cuts audio into non-overlapping 0.975 s windows, so its per-window custom scores must equal
+the pipeline's head scores of a ``--hop_seconds 0.975`` run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from ai_edge_litert.interpreter import Interpreter
+
+from yamnet_beam.cli import main
+from yamnet_beam.customize.export import append_head
+from yamnet_beam.customize.head import HeadError
+
+WINDOW = 15600
+NAMES = ["tone_2.wav", "chirp_1.wav", "noise_band_3.wav", "pulses_0.wav", "speech_16k_0.5.wav"]
+
+
+def windows(x: np.ndarray) -> np.ndarray:
+    n = -(-len(x) // WINDOW)
+    out = np.zeros((n, WINDOW), np.float32)
+    out.reshape(-1)[: len(x)] = x
+    return out
+
+
+def invoke(model: bytes, frames: np.ndarray) -> list[np.ndarray]:
+    """Each output of the subgraph per frame, in output order, from a direct LiteRT call."""
+    it = Interpreter(model_content=model, num_threads=1)
+    it.allocate_tensors()
+    inp, outs = it.get_input_details()[0]["index"], it.get_output_details()
+    res = [[] for _ in outs]
+    for f in frames:
+        it.set_tensor(inp, f[None])
+        it.invoke()
+        for j, o in enumerate(outs):
+            res[j].append(it.get_tensor(o["index"])[0].copy())
+    return [np.stack(r) for r in res]
+
+
+@pytest.fixture(scope="module")
+def exported(head_dir, tmp_path_factory, model_path, class_map_path):
+    d = tmp_path_factory.mktemp("export")
+    both, only = d / "custom.tflite", d / "custom_only.tflite"
+    args = ["--model", str(model_path), "--class_map", str(class_map_path)]
+    assert main(["export", str(head_dir), "-o", str(both), *args]) == 0
+    assert main(["export", str(head_dir), "-o", str(only), "--custom_only", "--model", str(model_path)]) == 0
+    return {"both": both.read_bytes(), "only": only.read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def pipeline_head(head_out):
+    t = pq.read_table(head_out / "frames", columns=["path", "frame", "head_scores", "head_labels"])
+    t = t.sort_by([("path", "ascending"), ("frame", "ascending")])
+    paths = np.asarray(t.column("path").to_pylist())
+    scores = np.stack(t.column("head_scores").to_numpy(zero_copy_only=False))
+    labels = t.column("head_labels").to_pylist()
+    return {
+        name: (scores[paths == p], [labels[i] for i in np.flatnonzero(paths == p)])
+        for name in NAMES
+        for p in [next(q for q in set(paths) if q.endswith("/" + name))]
+    }
+
+
+def test_yamnet_scores_bit_identical_and_custom_scores_are_the_heads(exported, labelled, model_path, pipeline_head):
+    original = model_path.read_bytes()
+    for name in NAMES:
+        x, sr = sf.read(labelled["audio"] / name, dtype="float32")
+        frames = windows(x)
+        ref_scores = invoke(original, frames)[0]  # Identity: the 521 scores (Identity_1 is the spectrogram)
+        yamnet, custom = invoke(exported["both"], frames)
+        np.testing.assert_array_equal(yamnet, ref_scores)
+        np.testing.assert_allclose(custom, pipeline_head[name][0], atol=1e-5)
+        (only,) = invoke(exported["only"], frames)
+        np.testing.assert_allclose(only, custom, atol=1e-6)
+
+
+def _classify(model: bytes, x: np.ndarray):
+    from mediapipe.tasks.python.audio import audio_classifier as ac
+    from mediapipe.tasks.python.components.containers import audio_data
+    from mediapipe.tasks.python.core import base_options
+
+    opts = ac.AudioClassifierOptions(base_options=base_options.BaseOptions(model_asset_buffer=model), max_results=-1)
+    with ac.AudioClassifier.create_from_options(opts) as clf:
+        results = clf.classify(audio_data.AudioData.create_from_array(x, 16000))
+    return [{c.head_name: {k.category_name: k.score for k in c.categories} for c in r.classifications} for r in results]
+
+
+@pytest.mark.parametrize("variant", ["both", "only"])
+def test_mediapipe_audio_classifier_agrees_with_the_pipeline(exported, labelled, pipeline_head, head, variant):
+    """Per window: MediaPipe reports exactly the classes over their calibrated threshold, with the pipeline's scores."""
+    for name in NAMES:
+        x, _ = sf.read(labelled["audio"] / name, dtype="float32")
+        got = _classify(exported[variant], x)
+        scores, over = pipeline_head[name]
+        assert len(got) == len(scores)
+        for i, window in enumerate(got):
+            assert set(window) == ({"custom"} if variant == "only" else {"yamnet", "custom"})
+            assert sorted(window["custom"]) == sorted(over[i]), f"{name} window {i}"
+            for cls, s in window["custom"].items():
+                assert s == pytest.approx(float(scores[i, head.classes.index(cls)]), abs=1e-5)
+            if variant == "both":
+                assert len(window["yamnet"]) == 521
+
+
+def test_export_refuses_a_head_of_another_model(head_dir, tmp_path, model_path):
+    import json
+    import shutil
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(head_dir, foreign)
+    doc = json.loads((foreign / "head.json").read_text())
+    doc["yamnet_sha256"] = "f" * 64
+    (foreign / "head.json").write_text(json.dumps(doc))
+    from yamnet_beam.customize.export import export_head
+
+    with pytest.raises(HeadError, match="trained on embeddings of the model"):
+        export_head(str(foreign), str(tmp_path / "x.tflite"), str(model_path))
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_a_head_as_wide_as_the_embedding_is_refused(model_path):
+    w = np.zeros((1024, 1024), np.float32)
+    with pytest.raises(ValueError, match="1024 classes cannot be exported"):
+        append_head(
+            model_path.read_bytes(),
+            [(w, np.zeros(1024, np.float32))],
+            "sigmoid",
+            None,
+            [str(i) for i in range(1024)],
+            custom_only=True,
+        )

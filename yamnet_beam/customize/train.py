@@ -1,0 +1,446 @@
+"""Train a head on an output's stored frame embeddings: cross-validated by file, calibrated, then fit on all.
+
+Every frame carries its file's labels (one label per file: multi-class softmax; several: multi-label sigmoid);
+clips are decided by averaging their frames' probabilities. Cross-validation never puts a file's frames on both
+sides of a split (folds from the labels' ``fold`` column, else stratified K-fold over files). The held-out
+frame probabilities choose the per-class thresholds (:mod:`.calibrate`). scikit-learn does the fitting
+(``pip install "yamnet-beam[train]"``); the fitted model is folded into plain layers (the standardisation into
+the first one), so the head file holds numbers only.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from yamnet_beam.analysis.output import Output, list_matrix, open_output, scan_parquet
+from yamnet_beam.customize.calibrate import calibrate
+from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, Head, save_head
+from yamnet_beam.job import schema
+from yamnet_beam.uris import absolute_uri
+
+_LOG = logging.getLogger(__name__)
+HEAD_TYPES = ("linear", "mlp")
+METRICS_JSON = "metrics.json"
+CONFUSION_PNG = "confusion.png"
+
+
+class TrainError(ValueError):
+    """The labels or the output cannot train a head as asked; the message says what to do."""
+
+
+def sklearn_module(name: str):
+    """``sklearn.<name>``, or a :class:`TrainError` saying how to install it."""
+    try:
+        return importlib.import_module(f"sklearn.{name}")
+    except ImportError as e:
+        raise TrainError('training a head needs scikit-learn: pip install "yamnet-beam[train]"') from e
+
+
+@dataclass
+class LabelledSet:
+    """The usable labelled files with their frames, and what was left out and why."""
+
+    classes: list[str]
+    paths: list[str]  # one per file
+    targets: np.ndarray  # [files, K] 0/1
+    folds: list[str] | None  # the labels' fold column, per file
+    embeddings: list[np.ndarray]  # per file, [frames, 1024] float32
+    multilabel: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def read_labels(labels_csv: str) -> tuple[dict[str, list[str]], dict[str, str], str]:
+    """``path -> labels`` (in order, without repeats), ``path -> fold`` and the CSV's directory."""
+    uri = absolute_uri(labels_csv)
+    fs, path = fsspec.core.url_to_fs(uri)
+    try:
+        text = fs.cat_file(path).decode("utf-8-sig")
+    except FileNotFoundError as e:
+        raise TrainError(f"--labels {labels_csv} does not exist") from e
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+        raise TrainError(f"--labels {labels_csv} needs a header with 'path' and 'label' (and optionally 'fold')")
+    labels: dict[str, list[str]] = {}
+    folds: dict[str, str] = {}
+    for i, row in enumerate(reader, start=2):
+        p, lab = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not p or not lab:
+            raise TrainError(f"--labels {labels_csv} line {i}: empty path or label")
+        if lab not in labels.setdefault(p, []):
+            labels[p].append(lab)
+        if "fold" in reader.fieldnames and (row.get("fold") or "").strip():
+            folds[p] = row["fold"].strip()
+    if not labels:
+        raise TrainError(f"--labels {labels_csv} has no rows")
+    if folds and len(folds) != len(labels):
+        raise TrainError(f"--labels {labels_csv}: give a fold for every path or for none")
+    return labels, folds, (fs.unstrip_protocol(posixpath.dirname(path)) if "://" in uri else posixpath.dirname(path))
+
+
+def _resolve(entry: str, base: str, known: set[str]) -> str | None:
+    """A labels path as stored in files/: as given, or relative to the labels CSV (like manifests)."""
+    if entry in known:
+        return entry
+    if "://" not in entry and not posixpath.isabs(entry):
+        candidate = posixpath.normpath(posixpath.join(base, entry))
+        if candidate in known:
+            return candidate
+    return None
+
+
+def load_labelled(out: Output, labels_csv: str, min_files: int, min_frame_score: float = 0.0) -> LabelledSet:
+    """Joins the labels with the output's files/ and frames/, reporting whatever cannot be used."""
+    labels, folds, base = read_labels(labels_csv)
+    files = (
+        pa.concat_tables(
+            [
+                pa.Table.from_batches([b])
+                for b in scan_parquet(out.fs, out.file_files, ["path", "status", "error", "frames"])
+            ]
+        )
+        if out.file_files
+        else None
+    )
+    status = {} if files is None else {r["path"]: r for r in files.to_pylist()}
+    problems: list[str] = []
+    chosen: dict[str, list[str]] = {}
+    chosen_folds: dict[str, str] = {}
+    for entry, labs in labels.items():
+        p = _resolve(entry, base, set(status))
+        if p is None:
+            problems.append(f"{entry}: not in {out.uri}/files/ (run the job on it first, or fix the path)")
+        elif status[p]["status"] != schema.STATUS_OK:
+            problems.append(f"{entry}: skipped, its files/ row is an error: {status[p]['error']}")
+        elif not status[p]["frames"]:
+            problems.append(f"{entry}: skipped, no frames")
+        else:
+            chosen[p] = labs
+            if folds:
+                chosen_folds[p] = folds[entry]
+    counts: dict[str, int] = {}
+    for labs in chosen.values():
+        for lab in labs:
+            counts[lab] = counts.get(lab, 0) + 1
+    too_few = sorted(c for c, n in counts.items() if n < min_files)
+    for c in too_few:
+        problems.append(f"class {c!r}: dropped, {counts[c]} usable file(s), cross-validation needs {min_files}")
+    classes = sorted(c for c in counts if c not in too_few)
+    chosen = {p: [lab for lab in labs if lab in classes] for p, labs in chosen.items()}
+    chosen = {p: labs for p, labs in chosen.items() if labs}
+    if len(classes) < 2:
+        raise TrainError(
+            f"need at least 2 classes with {min_files} or more usable files each, found {len(classes)}: "
+            + ("; ".join(problems) or "label more files")
+        )
+    multilabel = any(len(labs) > 1 for labs in chosen.values())
+    paths = sorted(chosen)
+    emb = _frame_embeddings(out, paths, min_frame_score)
+    kept = [p for p in paths if len(emb.get(p, ())) > 0]
+    for p in sorted(set(paths) - set(kept)):
+        problems.append(f"{p}: skipped, no frame reaches --min_frame_score {min_frame_score}")
+    targets = np.array([[c in chosen[p] for c in classes] for p in kept], dtype=np.int8)
+    return LabelledSet(
+        classes=classes,
+        paths=kept,
+        targets=targets,
+        folds=[chosen_folds[p] for p in kept] if chosen_folds else None,
+        embeddings=[emb[p] for p in kept],
+        multilabel=multilabel,
+        problems=problems,
+    )
+
+
+def _frame_embeddings(out: Output, paths: list[str], min_frame_score: float) -> dict[str, np.ndarray]:
+    wanted = pa.array(paths, pa.string())
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for batch in out.scan(["path", "frame", "embedding", "top_score"]):
+        batch = batch.filter(pc.is_in(batch.column("path"), value_set=wanted))
+        if min_frame_score > 0:
+            batch = batch.filter(pc.greater_equal(batch.column("top_score"), min_frame_score))
+        if not batch.num_rows:
+            continue
+        emb = list_matrix(batch.column("embedding")).astype(np.float32)
+        frame = batch.column("frame").to_numpy()
+        bpaths = np.asarray(batch.column("path").to_pylist(), dtype=object)
+        for p in np.unique(bpaths):
+            m = bpaths == p
+            parts.setdefault(p, []).append((frame[m], emb[m]))
+    result = {}
+    for p, chunks in parts.items():
+        frames = np.concatenate([f for f, _ in chunks])
+        result[p] = np.concatenate([e for _, e in chunks])[np.argsort(frames, kind="stable")]
+    return result
+
+
+def file_folds(data: LabelledSet, folds: int, seed: int) -> np.ndarray:
+    """The held-out fold of each file: the labels' fold column, else stratified (multi-class) K-fold over files."""
+    if data.folds is not None:
+        names = sorted(set(data.folds))
+        if len(names) < 2:
+            raise TrainError("the labels' fold column has one value: give at least 2 folds")
+        return np.array([names.index(f) for f in data.folds])
+    ms = sklearn_module("model_selection")
+    n = len(data.paths)
+    if data.multilabel:
+        splitter = ms.KFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(n))
+    else:
+        splitter = ms.StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(n), data.targets.argmax(axis=1))
+    out = np.zeros(n, dtype=np.int64)
+    for i, (_, test) in enumerate(splits):
+        out[test] = i
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Estimators and their conversion to plain layers
+
+
+def make_estimator(head_type: str, multilabel: bool, params: dict[str, Any]):
+    """The scikit-learn estimator a head type fits on standardised embeddings (one per class if multi-label)."""
+    if head_type == "linear":
+        lm = sklearn_module("linear_model")
+        return lm.LogisticRegression(C=params["C"], max_iter=params["max_iter"])
+    nn = sklearn_module("neural_network")
+    return nn.MLPClassifier(
+        hidden_layer_sizes=(params["hidden"],),
+        alpha=params["alpha"],
+        max_iter=params["max_iter"],
+        random_state=params["seed"],
+    )
+
+
+def _positive_proba(model, xs: np.ndarray) -> np.ndarray:
+    classes = list(model.classes_)
+    return model.predict_proba(xs)[:, classes.index(1)] if 1 in classes else np.zeros(len(xs))
+
+
+class _Fitted:
+    """A fitted scaler + estimator(s): ``predict_proba`` (held-out scores) and ``layers`` (the head file)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, head_type: str, multilabel: bool, params: dict[str, Any]):
+        self.scaler = sklearn_module("preprocessing").StandardScaler().fit(x)
+        xs = self.scaler.transform(x)
+        self.head_type, self.multilabel = head_type, multilabel
+        if multilabel and head_type == "linear":
+            self.models = [make_estimator(head_type, True, params).fit(xs, y[:, k]) for k in range(y.shape[1])]
+        else:
+            target = y if multilabel else y.argmax(axis=1)
+            self.models = [make_estimator(head_type, multilabel, params).fit(xs, target)]
+
+    def predict_proba(self, x: np.ndarray, num_classes: int) -> np.ndarray:
+        """``[N, num_classes]``; a class the training split lacked (all its files in one fold) scores 0."""
+        xs = self.scaler.transform(x)
+        if len(self.models) > 1:
+            return np.stack([_positive_proba(m, xs) for m in self.models], axis=1)
+        m = self.models[0]
+        if self.multilabel:
+            return m.predict_proba(xs)
+        out = np.zeros((len(x), num_classes))
+        out[:, np.asarray(m.classes_, dtype=int)] = m.predict_proba(xs)
+        return out
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.head_type == "linear":
+            w = np.concatenate([m.coef_.T for m in self.models], axis=1)
+            b = np.concatenate([m.intercept_ for m in self.models])
+            layers = [(w, b)]
+        else:
+            m = self.models[0]
+            layers = [(m.coefs_[0], m.intercepts_[0]), (m.coefs_[1], m.intercepts_[1])]
+        if not self.multilabel and layers[-1][0].shape[1] == 1:  # binary: softmax([-z/2, z/2]) = [1-s(z), s(z)]
+            w, b = layers[-1]
+            layers[-1] = (np.concatenate([-w / 2, w / 2], axis=1), np.concatenate([-b / 2, b / 2]))
+        mean, scale = self.scaler.mean_, self.scaler.scale_
+        w0, b0 = layers[0]
+        layers[0] = (w0 / scale[:, None], b0 - (mean / scale) @ w0)
+        return [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def cross_validate(data: LabelledSet, fold_of_file: np.ndarray, head_type: str, params: dict[str, Any]) -> np.ndarray:
+    """Held-out frame probabilities ``[frames, K]`` (file order), each from a model that never saw its file."""
+    counts = np.array([len(e) for e in data.embeddings])
+    x = np.concatenate(data.embeddings)
+    y = np.repeat(data.targets, counts, axis=0)
+    frame_fold = np.repeat(fold_of_file, counts)
+    heldout = np.zeros((len(x), len(data.classes)), np.float64)
+    for f in np.unique(fold_of_file):
+        test = frame_fold == f
+        fitted = _Fitted(x[~test], y[~test], head_type, data.multilabel, params)
+        heldout[test] = fitted.predict_proba(x[test], len(data.classes))
+    return heldout
+
+
+def clip_metrics(data: LabelledSet, clip_scores: np.ndarray, thresholds: list[float]) -> dict[str, Any]:
+    """Clip-level metrics from mean held-out frame probabilities per file."""
+    m = sklearn_module("metrics")
+    k = len(data.classes)
+    if data.multilabel:
+        pred = (clip_scores >= np.asarray(thresholds)[None, :]).astype(int)
+        p, r, f, s = m.precision_recall_fscore_support(data.targets, pred, zero_division=0)
+        out = {
+            "mAP": float(m.average_precision_score(data.targets, clip_scores, average="macro")),
+            "macro_f1": float(f.mean()),
+        }
+    else:
+        truth, pred = data.targets.argmax(axis=1), clip_scores.argmax(axis=1)
+        p, r, f, s = m.precision_recall_fscore_support(truth, pred, labels=list(range(k)), zero_division=0)
+        out = {
+            "accuracy": float(m.accuracy_score(truth, pred)),
+            "macro_f1": float(f.mean()),
+            "confusion_matrix": m.confusion_matrix(truth, pred, labels=list(range(k))).tolist(),
+        }
+    out["per_class"] = {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, c in enumerate(data.classes)
+    }
+    return out
+
+
+def train(
+    output: str,
+    labels_csv: str,
+    head_dir: str,
+    head_type: str = "linear",
+    folds: int = 5,
+    target_precision: float | None = None,
+    min_frame_score: float = 0.0,
+    hidden: int = 256,
+    c: float = 1.0,
+    alpha: float = 1e-4,
+    max_iter: int = 1000,
+    seed: int = 0,
+) -> Head:
+    """Cross-validates, calibrates, fits on every labelled file and writes ``head_dir`` (head, metrics.json)."""
+    if head_type not in HEAD_TYPES:
+        raise TrainError(f"--head_type must be one of {HEAD_TYPES}, got {head_type!r}")
+    if folds < 2:
+        raise TrainError(f"--folds must be at least 2, got {folds}")
+    if target_precision is not None and not 0 < target_precision <= 1:
+        raise TrainError(f"--target_precision is a precision in (0, 1], got {target_precision}")
+    sklearn_module("linear_model")  # fail before reading anything when scikit-learn is missing
+    out = open_output(output)
+    model_sha = out.manifest.get("model_sha256") or out.run_metadata.get("model_sha256")
+    if not model_sha:
+        raise TrainError(f"{output} records no model SHA-256 (manifest.json or table metadata): rerun the job")
+    data = load_labelled(
+        out, labels_csv, min_files=2 if _has_folds(labels_csv) else folds, min_frame_score=min_frame_score
+    )
+    if len(data.classes) in FORBIDDEN_WIDTHS:
+        raise TrainError(f"{len(data.classes)} classes: a head as wide as the embedding cannot be exported; merge some")
+    for msg in data.problems:
+        _LOG.warning("%s", msg)
+    params = {"C": c, "alpha": alpha, "hidden": hidden, "max_iter": max_iter, "seed": seed}
+    fold_of_file = file_folds(data, folds, seed)
+    for k, cl in enumerate(data.classes):
+        if len(np.unique(fold_of_file[data.targets[:, k] == 1])) < 2:
+            data.problems.append(f"class {cl!r}: all its files are in one fold, so its held-out scores are 0")
+    heldout = cross_validate(data, fold_of_file, head_type, params)
+    counts = np.array([len(e) for e in data.embeddings])
+    frame_truth = np.repeat(data.targets, counts, axis=0)
+    calibration = calibrate(frame_truth, heldout, data.classes, target_precision)
+    thresholds = [calibration[cl]["threshold"] for cl in data.classes]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    clip_scores = np.add.reduceat(heldout, starts, axis=0) / counts[:, None]
+    metrics = {
+        "clip": clip_metrics(data, clip_scores, thresholds),
+        "calibration": calibration,
+        "target_precision": target_precision,
+        "files": len(data.paths),
+        "frames": int(counts.sum()),
+        "folds": {p: int(f) for p, f in zip(data.paths, fold_of_file, strict=True)},
+        "problems": data.problems,
+    }
+    fitted = _Fitted(np.concatenate(data.embeddings), frame_truth, head_type, data.multilabel, params)
+    head = Head(
+        classes=data.classes,
+        layers=fitted.layers(),
+        activation="sigmoid" if data.multilabel else "softmax",
+        thresholds=thresholds,
+        yamnet_sha256=model_sha,
+        output_fingerprint=out.manifest.get("fingerprint") or out.run_metadata.get("fingerprint", ""),
+        name=posixpath.basename(absolute_uri(head_dir).rstrip("/")) or "head",
+        metrics={k: metrics[k] for k in ("clip", "files", "frames")},
+        hyperparameters={
+            "head_type": head_type,
+            "folds": int(len(np.unique(fold_of_file))),
+            "fold_source": "labels" if data.folds is not None else "stratified" if not data.multilabel else "kfold",
+            "min_frame_score": min_frame_score,
+            "target_precision": target_precision,
+            **({"C": c} if head_type == "linear" else {"hidden": hidden, "alpha": alpha}),
+            "max_iter": max_iter,
+            "seed": seed,
+            "standardized": True,
+        },
+    )
+    save_head(head, head_dir)
+    fs, root = fsspec.core.url_to_fs(absolute_uri(head_dir))
+    fs.pipe(f"{root.rstrip('/')}/{METRICS_JSON}", (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    _confusion_png(metrics, data.classes, f"{root.rstrip('/')}/{CONFUSION_PNG}", fs)
+    return head
+
+
+def _has_folds(labels_csv: str) -> bool:
+    return bool(read_labels(labels_csv)[1])
+
+
+def _confusion_png(metrics: dict[str, Any], classes: list[str], path: str, fs) -> None:
+    """The confusion matrix as a PNG when matplotlib (the ``viz`` extra) is installed; skipped otherwise."""
+    cm = metrics["clip"].get("confusion_matrix")
+    if cm is None:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _LOG.info('no matplotlib: %s not drawn (pip install "yamnet-beam[viz]")', CONFUSION_PNG)
+        return
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.5 + 0.6 * n))
+    ax.imshow(np.asarray(cm), cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted (clip)")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    fs.pipe(path, buf.getvalue())
+
+
+def format_metrics(head: Head, metrics: dict[str, Any] | None = None) -> str:
+    """A short text summary for the terminal."""
+    clip = (metrics or head.metrics)["clip"]
+    lines = [f"head {head.name!r}: {head.num_classes} classes ({head.activation}), {head.metrics['files']} files"]
+    for key in ("accuracy", "mAP", "macro_f1"):
+        if key in clip:
+            lines.append(f"  clip {key}: {clip[key]:.3f}")
+    lines.append("  class                 precision recall  f1     support threshold")
+    for c, t in zip(head.classes, head.thresholds, strict=True):
+        pc_ = clip["per_class"][c]
+        lines.append(
+            f"  {c:20s}  {pc_['precision']:.3f}     {pc_['recall']:.3f}   {pc_['f1']:.3f}  {pc_['support']:7d} {t:.3f}"
+        )
+    return "\n".join(lines)
