@@ -179,6 +179,7 @@ def _add_downstream_parsers(sub) -> None:
     report.add_argument("output")
     report.add_argument("-o", "--out", dest="dest", required=True, help="HTML file to write")
     report.add_argument("--sample", type=int, default=6, help="files to plot (default 6)")
+    report.add_argument("--head", help="a head directory (yamnet-beam train): its metrics and each file's top classes")
     for p in (plot, report):
         p.add_argument("--top", type=int, default=10, help="classes in the heatmap (default 10)")
         p.add_argument("--threshold", type=float, default=0.5, help="score marking an event (default 0.5)")
@@ -193,6 +194,11 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     from yamnet_beam.analysis.render import render
 
     out = open_output(args.output)
+    head = None
+    if getattr(args, "head", None):
+        from yamnet_beam.customize.head import load_head
+
+        head = load_head(args.head)
     if args.command == "pool":
         print(f"Wrote {pool(out, args.dest, args.path)}")
         return 0
@@ -205,14 +211,9 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
         else:
             from yamnet_beam.analysis.report import write_report
 
-            print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
+            print(f"Wrote {write_report(out, args.dest, sample=args.sample, head=head, **opts)}")
         return 0
     cmd = args.query_command
-    head = None
-    if getattr(args, "head", None):
-        from yamnet_beam.customize.head import load_head
-
-        head = load_head(args.head)
     if cmd == "top":
         table = q.top_classes(out, args.k, args.path, head=head)
     elif cmd == "events":
