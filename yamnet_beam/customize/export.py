@@ -23,6 +23,7 @@ import numpy as np
 from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, check_model, load_head
 from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES, ModelError, inspect_model, read_model_bytes
 from yamnet_beam.model.download import default_class_map_uri, default_model_uri
+from yamnet_beam.model.graph import CUSTOM_SCORES_TENSOR
 from yamnet_beam.model.graph import analyse as _analyse
 from yamnet_beam.model.graph import flatbuffer_schema as _schema
 from yamnet_beam.model.graph import inline_external_data as _inline_external_data
@@ -150,7 +151,7 @@ def _append_layers(model: Any, sg: Any, x: int, layers: list[tuple[np.ndarray, n
         )
         _add_op(model, sg, "FULLY_CONNECTED", [x, wt, bt], [y], opts)
         x = y
-    out = _tensor(model, sg, "custom_scores", [1, layers[-1][0].shape[1]])
+    out = _tensor(model, sg, CUSTOM_SCORES_TENSOR, [1, layers[-1][0].shape[1]])
     opts = None
     if activation == "softmax":
         opts = schema.SoftmaxOptionsT()
@@ -327,7 +328,7 @@ def append_head(
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     head = _check_layers(layers)
     k = head[-1][0].shape[1]
-    if k in FORBIDDEN_WIDTHS:  # the structural search would take a 1024-wide head output for the embedding
+    if k in FORBIDDEN_WIDTHS:
         raise ValueError(f"a head with {k} classes cannot be exported: merge or drop a class")
     custom = _check_labels(labels_custom, k, "labels_custom")
     yamnet = None if custom_only else _check_labels(labels_yamnet, NUM_CLASSES, "labels_yamnet")

@@ -343,7 +343,10 @@ def train(
         out, labels_csv, min_files=2 if _has_folds(labels_csv) else folds, min_frame_score=min_frame_score
     )
     if len(data.classes) in FORBIDDEN_WIDTHS:
-        raise TrainError(f"{len(data.classes)} classes: a head as wide as the embedding cannot be exported; merge some")
+        raise TrainError(
+            f"{len(data.classes)} classes: a head as wide as YAMNet's embedding or scores cannot be exported; "
+            "merge some"
+        )
     for msg in data.problems:
         _LOG.warning("%s", msg)
     params = {"C": c, "alpha": alpha, "hidden": hidden, "max_iter": max_iter, "seed": seed}
