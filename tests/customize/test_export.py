@@ -21,7 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from yamnet_beam.cli import main
 from yamnet_beam.customize.export import YAMNET_LABELS_FILE, append_head
-from yamnet_beam.customize.head import HeadError
+from yamnet_beam.customize.head import Head, HeadError
 from yamnet_beam.job.pipeline import run
 from yamnet_beam.model import ModelError
 
@@ -134,16 +134,10 @@ def test_export_refuses_a_head_of_another_model(head_dir, tmp_path, model_path):
 @pytest.mark.parametrize("width", [1024, 521])
 def test_a_head_as_wide_as_the_embedding_or_the_scores_is_refused(model_path, width):
     """Those widths would be taken for YAMNet's embedding (1024) or its scores and label file (521) when run."""
-    w = np.zeros((1024, width), np.float32)
+    layers = [(np.zeros((1024, width), np.float32), np.zeros(width, np.float32))]
+    wide = Head([str(i) for i in range(width)], layers, "sigmoid", [0.5] * width, yamnet_sha256="0" * 64)
     with pytest.raises(ValueError, match=f"{width} classes cannot be exported"):
-        append_head(
-            model_path.read_bytes(),
-            [(w, np.zeros(width, np.float32))],
-            "sigmoid",
-            None,
-            [str(i) for i in range(width)],
-            custom_only=True,
-        )
+        append_head(model_path.read_bytes(), wide, None, custom_only=True)
 
 
 def test_run_accepts_the_exported_model(exported, labelled, plain_out, class_map_path, tmp_path):

@@ -85,7 +85,7 @@ def check(head: Head) -> None:
     names = [str(c) for c in head.classes]
     if len(names) < 2 and head.activation == "softmax":
         raise HeadError("a softmax head needs at least 2 classes")
-    if len(set(names)) != len(names) or any(not c.strip() or "\n" in c for c in names):
+    if len(set(names)) != len(names) or any(not c.strip() or "\n" in c or "\r" in c for c in names):
         raise HeadError("class names must be distinct, non-empty and one line each")
     if not head.layers:
         raise HeadError("a head needs at least one layer")
