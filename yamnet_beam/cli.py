@@ -272,27 +272,17 @@ def _cmd_customize(args: argparse.Namespace) -> int:
             hidden=args.hidden,
             seed=args.seed,
         )
-        for problem in head_problems(args.dest):
-            print(f"note: {problem}")
         print(format_metrics(head))
         print(f"Wrote {args.dest} (head.json, weights.npz, metrics.json)")
         return 0
     if args.command == "apply":
         apply = _beam_module("yamnet_beam.job.apply")
-        print(f"Wrote {apply.apply_head(args.output, args.head)}")
+        print(f"Wrote {apply.apply_head(args.output, args.head, beam_args)}")
         return 0
     from yamnet_beam.customize.export import export_head
 
     print(f"Wrote {export_head(args.head, args.dest, args.model, args.class_map, args.custom_only)}")
     return 0
-
-
-def head_problems(head_dir: str) -> list[str]:
-    """What training left out (from metrics.json), to print after it."""
-    import json
-
-    path = Path(head_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("problems", []) if path.is_file() else []
 
 
 def _guard(fn) -> int:
