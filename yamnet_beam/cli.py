@@ -126,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         return _guard(lambda: _cmd_demo(args, rest))
-    if rest:
+    if rest and args.command != "apply":  # apply is a Beam job: the rest are its pipeline options
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command in ("query", "pool", "plot", "report"):
         return _guard(lambda: _cmd_downstream(args))
     if args.command in ("train", "apply", "export"):
-        return _guard(lambda: _cmd_customize(args))
+        return _guard(lambda: _cmd_customize(args, rest))
     return _guard(lambda: main_download(args))
 
 
@@ -246,7 +246,10 @@ def _add_customize_parsers(sub) -> None:
     train.add_argument("--min_frame_score", type=float, default=0.0, help="drop frames whose top YAMNet score is lower")
     train.add_argument("--hidden", type=int, default=256, help="mlp: hidden units (default 256)")
     train.add_argument("--seed", type=int, default=0, help="fold shuffling and mlp initialisation (default 0)")
-    apply = sub.add_parser("apply", help="score a finished output's stored embeddings with a head (a Beam job)")
+    apply = sub.add_parser(
+        "apply",
+        help="score a finished output's stored embeddings with a head (a Beam job: any Beam option, e.g. --runner)",
+    )
     apply.add_argument("output")
     apply.add_argument("--head", required=True, help="head directory written by `yamnet-beam train`")
     export = sub.add_parser("export", help="YAMNet + a head as one .tflite with metadata for MediaPipe")
@@ -257,7 +260,7 @@ def _add_customize_parsers(sub) -> None:
     export.add_argument("--class_map", help="YAMNet class map CSV (default: beside the model)")
 
 
-def _cmd_customize(args: argparse.Namespace) -> int:
+def _cmd_customize(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> int:
     if args.command == "train":
         from yamnet_beam.customize.train import format_metrics, train
 
