@@ -126,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         return _guard(lambda: _cmd_demo(args, rest))
-    if rest:
+    if rest and args.command != "apply":  # apply is a Beam job: the rest are its pipeline options
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command in ("query", "pool", "plot", "report"):
         return _guard(lambda: _cmd_downstream(args))
     if args.command in ("train", "apply", "export"):
-        return _guard(lambda: _cmd_customize(args))
+        return _guard(lambda: _cmd_customize(args, rest))
     return _guard(lambda: main_download(args))
 
 
@@ -179,6 +179,7 @@ def _add_downstream_parsers(sub) -> None:
     report.add_argument("output")
     report.add_argument("-o", "--out", dest="dest", required=True, help="HTML file to write")
     report.add_argument("--sample", type=int, default=6, help="files to plot (default 6)")
+    report.add_argument("--head", help="a head directory (yamnet-beam train): its metrics and each file's top classes")
     for p in (plot, report):
         p.add_argument("--top", type=int, default=10, help="classes in the heatmap (default 10)")
         p.add_argument("--threshold", type=float, default=0.5, help="score marking an event (default 0.5)")
@@ -193,6 +194,11 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     from yamnet_beam.analysis.render import render
 
     out = open_output(args.output)
+    head = None
+    if getattr(args, "head", None):
+        from yamnet_beam.customize.head import load_head
+
+        head = load_head(args.head)
     if args.command == "pool":
         print(f"Wrote {pool(out, args.dest, args.path)}")
         return 0
@@ -205,14 +211,9 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
         else:
             from yamnet_beam.analysis.report import write_report
 
-            print(f"Wrote {write_report(out, args.dest, sample=args.sample, **opts)}")
+            print(f"Wrote {write_report(out, args.dest, sample=args.sample, head=head, **opts)}")
         return 0
     cmd = args.query_command
-    head = None
-    if getattr(args, "head", None):
-        from yamnet_beam.customize.head import load_head
-
-        head = load_head(args.head)
     if cmd == "top":
         table = q.top_classes(out, args.k, args.path, head=head)
     elif cmd == "events":
@@ -245,7 +246,10 @@ def _add_customize_parsers(sub) -> None:
     train.add_argument("--min_frame_score", type=float, default=0.0, help="drop frames whose top YAMNet score is lower")
     train.add_argument("--hidden", type=int, default=256, help="mlp: hidden units (default 256)")
     train.add_argument("--seed", type=int, default=0, help="fold shuffling and mlp initialisation (default 0)")
-    apply = sub.add_parser("apply", help="score a finished output's stored embeddings with a head (a Beam job)")
+    apply = sub.add_parser(
+        "apply",
+        help="score a finished output's stored embeddings with a head (a Beam job: any Beam option, e.g. --runner)",
+    )
     apply.add_argument("output")
     apply.add_argument("--head", required=True, help="head directory written by `yamnet-beam train`")
     export = sub.add_parser("export", help="YAMNet + a head as one .tflite with metadata for MediaPipe")
@@ -256,7 +260,7 @@ def _add_customize_parsers(sub) -> None:
     export.add_argument("--class_map", help="YAMNet class map CSV (default: beside the model)")
 
 
-def _cmd_customize(args: argparse.Namespace) -> int:
+def _cmd_customize(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> int:
     if args.command == "train":
         from yamnet_beam.customize.train import format_metrics, train
 
@@ -271,27 +275,17 @@ def _cmd_customize(args: argparse.Namespace) -> int:
             hidden=args.hidden,
             seed=args.seed,
         )
-        for problem in head_problems(args.dest):
-            print(f"note: {problem}")
         print(format_metrics(head))
         print(f"Wrote {args.dest} (head.json, weights.npz, metrics.json)")
         return 0
     if args.command == "apply":
         apply = _beam_module("yamnet_beam.job.apply")
-        print(f"Wrote {apply.apply_head(args.output, args.head)}")
+        print(f"Wrote {apply.apply_head(args.output, args.head, beam_args)}")
         return 0
     from yamnet_beam.customize.export import export_head
 
     print(f"Wrote {export_head(args.head, args.dest, args.model, args.class_map, args.custom_only)}")
     return 0
-
-
-def head_problems(head_dir: str) -> list[str]:
-    """What training left out (from metrics.json), to print after it."""
-    import json
-
-    path = Path(head_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("problems", []) if path.is_file() else []
 
 
 def _guard(fn) -> int:

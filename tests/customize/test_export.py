@@ -7,15 +7,23 @@ the pipeline's head scores of a ``--hop_seconds 0.975`` run.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from ai_edge_litert.interpreter import Interpreter
 
 from yamnet_beam.cli import main
-from yamnet_beam.customize.export import append_head
-from yamnet_beam.customize.head import HeadError
+from yamnet_beam.customize.export import YAMNET_LABELS_FILE, append_head
+from yamnet_beam.customize.head import Head, HeadError
+from yamnet_beam.job.pipeline import run
+from yamnet_beam.model import ModelError
 
 WINDOW = 15600
 NAMES = ["tone_2.wav", "chirp_1.wav", "noise_band_3.wav", "pulses_0.wav", "speech_16k_0.5.wav"]
@@ -49,7 +57,7 @@ def exported(head_dir, tmp_path_factory, model_path, class_map_path):
     args = ["--model", str(model_path), "--class_map", str(class_map_path)]
     assert main(["export", str(head_dir), "-o", str(both), *args]) == 0
     assert main(["export", str(head_dir), "-o", str(only), "--custom_only", "--model", str(model_path)]) == 0
-    return {"both": both.read_bytes(), "only": only.read_bytes()}
+    return {"both": both.read_bytes(), "only": only.read_bytes(), "paths": {"both": both, "only": only}}
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +131,62 @@ def test_export_refuses_a_head_of_another_model(head_dir, tmp_path, model_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
-def test_a_head_as_wide_as_the_embedding_is_refused(model_path):
-    w = np.zeros((1024, 1024), np.float32)
-    with pytest.raises(ValueError, match="1024 classes cannot be exported"):
-        append_head(
-            model_path.read_bytes(),
-            [(w, np.zeros(1024, np.float32))],
-            "sigmoid",
-            None,
-            [str(i) for i in range(1024)],
-            custom_only=True,
+@pytest.mark.parametrize("width", [1024, 521])
+def test_a_head_as_wide_as_the_embedding_or_the_scores_is_refused(model_path, width):
+    """Those widths would be taken for YAMNet's embedding (1024) or its scores and label file (521) when run."""
+    layers = [(np.zeros((1024, width), np.float32), np.zeros(width, np.float32))]
+    wide = Head([str(i) for i in range(width)], layers, "sigmoid", [0.5] * width, yamnet_sha256="0" * 64)
+    with pytest.raises(ValueError, match=f"{width} classes cannot be exported"):
+        append_head(model_path.read_bytes(), wide, None, custom_only=True)
+
+
+def test_run_accepts_the_exported_model(exported, labelled, plain_out, class_map_path, tmp_path):
+    """`run --model custom.tflite`: frames equal, bit for bit, a run with the original model (labels from the file)."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in NAMES:
+        (audio / name).write_bytes((labelled["audio"] / name).read_bytes())
+    out = tmp_path / "out"
+    run(
+        [
+            "--input",
+            str(audio),
+            "--output",
+            str(out),
+            "--hop_seconds",
+            "0.975",
+            "--model",
+            str(exported["paths"]["both"]),
+        ]
+    )
+    cols = ["path", "frame", "start_s", "valid_samples", "scores", "embedding", "top_label", "top_score"]
+    keys = [("path", "ascending"), ("frame", "ascending")]
+    got = pq.read_table(out / "frames", columns=cols).sort_by(keys)
+    ref = pq.read_table(plain_out / "frames", columns=cols).sort_by(keys)
+    ref = ref.filter(pc.is_in(ref.column("path"), value_set=pa.array([str(labelled["audio"] / n) for n in NAMES])))
+    assert got.num_rows == ref.num_rows > 0
+    assert [p.rsplit("/", 1)[1] for p in got.column("path").to_pylist()] == [
+        p.rsplit("/", 1)[1] for p in ref.column("path").to_pylist()
+    ]
+    for c in cols[1:]:
+        assert got.column(c).equals(ref.column(c)), c
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["labels_source"] == f"model:{YAMNET_LABELS_FILE}"
+    assert manifest["model_sha256"] == hashlib.sha256(exported["both"]).hexdigest()
+    names = [[r["display_name"] for r in csv.DictReader(f.open())] for f in (out / "labels.csv", class_map_path)]
+    assert names[0] == names[1] and len(names[0]) == 521  # the labels packed in the exported file are YAMNet's
+
+
+def test_run_refuses_a_custom_only_export_with_a_hint(exported, labelled, tmp_path):
+    with pytest.raises(ModelError, match="--custom_only"):
+        run(
+            [
+                "--input",
+                str(labelled["audio"]),
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                str(exported["paths"]["only"]),
+            ]
         )
+    assert not (tmp_path / "o").exists()

@@ -123,13 +123,13 @@ def _pooled_table(
         )
     columns["top_label"] = pa.array(names[top], pa.string())
     columns["top_score"] = pa.array(mean[np.arange(len(done)), top].astype(np.float32))
-    full = schema.clips_schema(num_classes=len(labels))
-    fields = [full.field(c) for c in columns]
+    head_classes = 0
     if isinstance(done[0][1].head_sum, np.ndarray):
         h = (np.stack([a.head_sum for _, a in done]) / n[:, None]).astype(np.float32)
-        columns["mean_head_scores"] = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), h.shape[1])
-        fields.append(pa.field("mean_head_scores", columns["mean_head_scores"].type, nullable=False))
-    return pa.Table.from_pydict(columns, schema=pa.schema(fields))
+        head_classes = h.shape[1]
+        columns["mean_head_scores"] = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), head_classes)
+    full = schema.clips_schema(num_classes=len(labels), head_classes=head_classes)
+    return pa.Table.from_pydict(columns, schema=pa.schema([full.field(c) for c in columns]))
 
 
 def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> str:
@@ -144,10 +144,8 @@ def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> 
     for old in fs.glob(f"{root}/*.parquet"):
         fs.rm(old)
     path = f"{root}/part-00000-of-00001.parquet"
-    clip_schema = schema.clips_schema(num_classes=len(out.labels), metadata=out.run_metadata or None)
-    if "head_scores" in out.frame_schema.names:  # run --head: mean head scores too
-        k = out.frame_schema.field("head_scores").type.list_size
-        clip_schema = clip_schema.append(pa.field("mean_head_scores", pa.list_(pa.float32(), k), nullable=False))
+    heads = out.frame_schema.field("head_scores").type.list_size if "head_scores" in out.frame_schema.names else 0
+    clip_schema = schema.clips_schema(len(out.labels), metadata=out.run_metadata or None, head_classes=heads)
     with fs.open(path, "wb") as f, pq.ParquetWriter(f, clip_schema, compression="zstd") as writer:
         for table in iter_pooled(out, path_glob):  # clips_schema's fields already; the writer adds the metadata
             writer.write_table(table)

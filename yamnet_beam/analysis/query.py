@@ -35,6 +35,12 @@ def head_parts(out: Output, head: Head) -> tuple[list[str], bool]:
         with out.fs.open(parts[0], "rb") as f:
             applied = schema.read_metadata(pq.read_schema(f)).get("head_sha256")
         if applied == head.sha256:
+            missing = sorted({f.rsplit("/", 1)[-1] for f in out.frame_files} - {p.rsplit("/", 1)[-1] for p in parts})
+            if missing:  # e.g. the output was resumed after apply: those parts' files would silently be left out
+                raise QueryError(
+                    f"{d} scores {len(parts)} frames parts but frames/ has {len(out.frame_files)} "
+                    f"({missing[0]} is not scored): run `yamnet-beam apply {out.uri} --head HEAD_DIR` again"
+                )
             return [out.child_uri(p[len(out.root) + 1 :]) for p in parts], False
     raise QueryError(
         f"{out.uri} holds no scores of the head {head.name!r} (SHA-256 {head.sha256[:12]}...): "

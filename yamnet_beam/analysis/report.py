@@ -16,8 +16,9 @@ import pyarrow as pa
 
 from yamnet_beam.analysis.output import Output, sql_table
 from yamnet_beam.analysis.plot import render_png
-from yamnet_beam.analysis.query import summary, top_classes
+from yamnet_beam.analysis.query import head_parts, summary, top_classes
 from yamnet_beam.analysis.render import cell, is_number
+from yamnet_beam.customize.head import Head
 
 MAX_TABLE_ROWS = 500
 
@@ -66,9 +67,11 @@ def build_report(
     top_n: int = 10,
     threshold: float = 0.5,
     decode_audio: bool = True,
+    head: Head | None = None,
 ) -> str:
-    """The report as an HTML string."""
+    """The report as an HTML string; with ``head``, a section on its classes (scores from run --head or apply)."""
     m = out.manifest
+    head_section = _head_section(out, head, top_k) if head is not None else ""  # fails before the plots if absent
     run_rows = [
         ("output", out.uri),
         ("model", f"{m.get('model_uri', '?')} (sha256 {str(m.get('model_sha256', '?'))[:12]})"),
@@ -79,6 +82,7 @@ def build_report(
         ("started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at', '?')}"),
         ("wall time", f"{m.get('wall_s', 0):.1f} s" if m.get("wall_s") is not None else "?"),
         ("versions", f"yamnet-beam {m.get('yamnet_beam_version', '?')}, Beam {m.get('beam_version', '?')}"),
+        *([("head (run --head)", f"{m['head_name']} (sha256 {m['head_sha256'][:12]})")] if m.get("head_name") else []),
     ]
     run_table = pa.table({"": [r[0] for r in run_rows], "value": [str(r[1]) for r in run_rows]})
     errors = sql_table(
@@ -114,10 +118,51 @@ def build_report(
 <h2>Top classes per file</h2>
 <p class="muted">by mean score over the file's frames, and by its loudest frame (max)</p>
 {_table_html(tops)}
+{head_section}
 <h2>Sample of files ({len(figures)} of {len(ok_paths)})</h2>
 {"".join(figures) or '<p class="muted">no file has frames</p>'}
 </body></html>
 """
+
+
+def _head_section(out: Output, head: Head, top_k: int) -> str:
+    """The head's cross-validated metrics and thresholds (head.json), and each file's top classes by mean head score."""
+    _, in_frames = head_parts(out, head)
+    source = "frames/ (run --head)" if in_frames else f"heads/{head.name}/ (yamnet-beam apply)"
+    clip = head.metrics.get("clip", {})
+    summary_rows = [(k, clip[k]) for k in ("accuracy", "mAP", "macro_f1") if k in clip]
+    summary_rows += [(k, head.metrics[k]) for k in ("files", "frames") if k in head.metrics]
+    per_class = clip.get("per_class", {})
+    classes = pa.table(
+        {
+            "class": head.classes,
+            "threshold": pa.array(head.thresholds, pa.float32()),
+            **{
+                k: pa.array([per_class.get(c, {}).get(k) for c in head.classes], pa.float32())
+                for k in ("precision", "recall", "f1")
+            },
+            "support": pa.array([per_class.get(c, {}).get("support") for c in head.classes], pa.int64()),
+        }
+    )
+    tops = top_classes(out, top_k, head=head)
+    threshold = dict(zip(head.classes, head.thresholds, strict=True))
+    tops = tops.append_column(
+        "threshold", pa.array([threshold[c] for c in tops.column("by_mean").to_pylist()], pa.float32())
+    )
+    tops = tops.select(["path", "rank", "by_mean", "mean", "threshold", "by_max", "max"])
+    metrics = pa.table({"": [r[0] for r in summary_rows], "value": [cell(r[1], pa.float32()) for r in summary_rows]})
+    return f"""<section id="head">
+<h2>Custom classes: {html.escape(head.name)} ({head.num_classes}, {html.escape(head.activation)})</h2>
+<p class="muted">head sha256 {head.sha256[:12]}, scores from {html.escape(source)}; cross-validated by file
+(held-out clips, the mean of their frames' probabilities)</p>
+{_table_html(metrics)}
+<h3>Classes: calibrated threshold and held-out clip precision / recall / F1</h3>
+{_table_html(classes)}
+<h3>Top custom classes per file</h3>
+<p class="muted">by mean head score over the file's frames (threshold: that class's calibrated one), and by
+its highest frame (max)</p>
+{_table_html(tops)}
+</section>"""
 
 
 def write_report(out: Output, dest: str, **kwargs) -> str:

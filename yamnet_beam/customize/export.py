@@ -20,9 +20,10 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, check_model, load_head
-from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES, ModelError, inspect_model, read_model_bytes
+from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, Head, check_model, load_head
+from yamnet_beam.model import NUM_CLASSES, ModelError, inspect_model, read_model_bytes
 from yamnet_beam.model.download import default_class_map_uri, default_model_uri
+from yamnet_beam.model.graph import CUSTOM_SCORES_TENSOR
 from yamnet_beam.model.graph import analyse as _analyse
 from yamnet_beam.model.graph import flatbuffer_schema as _schema
 from yamnet_beam.model.graph import inline_external_data as _inline_external_data
@@ -44,7 +45,7 @@ MIN_PARSER_VERSION = "1.3.0"
 # so -1 is never reported, whatever the caller's option; a 0.0 default would be reported as 0.0.
 BELOW_THRESHOLD_SCORE = -1.0
 
-ACTIVATIONS = {"softmax": "SOFTMAX", "sigmoid": "LOGISTIC"}
+_ACTIVATION_OPS = {"softmax": "SOFTMAX", "sigmoid": "LOGISTIC"}  # head.ACTIVATIONS -> builtin op
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,43 +53,15 @@ ACTIVATIONS = {"softmax": "SOFTMAX", "sigmoid": "LOGISTIC"}
 
 
 def _check_labels(labels: Sequence[str] | None, n: int, what: str) -> list[str]:
+    """Labels for a label file: ``n`` non-empty one-line names (the head's own are checked by :class:`Head`)."""
     if labels is None or isinstance(labels, str) or len(labels) != n:
         got = "none" if labels is None else ("a string" if isinstance(labels, str) else len(labels))
         raise ValueError(f"{what} needs {n} labels (one per class), got {got}")
     raw = [str(x) for x in labels]
-    out = [x.strip() for x in raw]
     bad = [i for i, x in enumerate(raw) if not x.strip() or "\n" in x or "\r" in x]
     if bad:
         raise ValueError(f"{what}: label(s) at {bad[:5]} are empty or contain a line break; use one-line names")
-    return out
-
-
-def _check_layers(layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    if not layers:
-        raise ValueError("layers is empty: pass [(W [1024, K], b [K])] or an MLP [(W1, b1), (W2, b2)]")
-    out, width = [], EMBEDDING_DIM
-    for i, (w, b) in enumerate(layers):
-        w = np.asarray(w, dtype=np.float32)
-        b = np.asarray(b, dtype=np.float32)
-        if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
-            raise ValueError(
-                f"layer {i}: W must be [{width}, out] and b [out] (W is [in, out], as in x @ W + b), "
-                f"got W {list(w.shape)}, b {list(b.shape)}"
-            )
-        if not (np.isfinite(w).all() and np.isfinite(b).all()):
-            raise ValueError(f"layer {i}: weights contain NaN or inf; retrain the head")
-        out.append((w, b))
-        width = w.shape[1]
-    return out
-
-
-def _check_thresholds(thresholds: Sequence[float] | None, k: int) -> list[float] | None:
-    if thresholds is None:
-        return None
-    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if t.shape != (k,) or not np.all((t >= 0) & (t <= 1)):
-        raise ValueError(f"thresholds must be {k} scores in [0, 1] (one per custom class), got {t.tolist()[:8]}")
-    return [float(np.float32(x)) for x in t]
+    return [x.strip() for x in raw]
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,12 +123,12 @@ def _append_layers(model: Any, sg: Any, x: int, layers: list[tuple[np.ndarray, n
         )
         _add_op(model, sg, "FULLY_CONNECTED", [x, wt, bt], [y], opts)
         x = y
-    out = _tensor(model, sg, "custom_scores", [1, layers[-1][0].shape[1]])
+    out = _tensor(model, sg, CUSTOM_SCORES_TENSOR, [1, layers[-1][0].shape[1]])
     opts = None
     if activation == "softmax":
         opts = schema.SoftmaxOptionsT()
         opts.beta = 1.0  # the object API's default is 0.0, which would make every class equally likely
-    _add_op(model, sg, ACTIVATIONS[activation], [x], [out], opts)
+    _add_op(model, sg, _ACTIVATION_OPS[activation], [x], [out], opts)
     return out
 
 
@@ -309,29 +282,19 @@ def _calibration_text(thresholds: list[float]) -> str:
 
 
 def append_head(
-    model_bytes: bytes,
-    layers: Sequence[tuple[np.ndarray, np.ndarray]],
-    activation: str,
-    labels_yamnet: Sequence[str] | None,
-    labels_custom: Sequence[str],
-    thresholds: Sequence[float] | None = None,
-    custom_only: bool = False,
+    model_bytes: bytes, head: Head, labels_yamnet: Sequence[str] | None, custom_only: bool = False
 ) -> bytes:
-    """YAMNet + a custom head as one .tflite with MediaPipe metadata.
+    """YAMNet + ``head`` as one .tflite with MediaPipe metadata.
 
-    ``layers``: [(W [in, out], b [out])], ReLU between layers; the first takes the 1024-D embedding.
-    ``activation``: "softmax" (multi-class) or "sigmoid" (multi-label). ``thresholds``: per custom class;
-    MediaPipe then reports only classes at or above their threshold (see ``_calibration_text``).
+    The head's layers (ReLU between them) go on the 1024-D embedding, then SOFTMAX (multi-class) or LOGISTIC
+    (multi-label); its thresholds go into the metadata, so MediaPipe reports only classes at or above their
+    threshold (see ``_calibration_text``). ``labels_yamnet``: YAMNet's 521 names (not needed with ``custom_only``).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    head = _check_layers(layers)
-    k = head[-1][0].shape[1]
-    if k in FORBIDDEN_WIDTHS:  # the structural search would take a 1024-wide head output for the embedding
+    layers, k = head.layers, head.num_classes
+    if k in FORBIDDEN_WIDTHS:
         raise ValueError(f"a head with {k} classes cannot be exported: merge or drop a class")
-    custom = _check_labels(labels_custom, k, "labels_custom")
     yamnet = None if custom_only else _check_labels(labels_yamnet, NUM_CLASSES, "labels_yamnet")
-    cuts = _check_thresholds(thresholds, k)
+    cuts = [float(np.float32(t)) for t in head.thresholds]  # what MediaPipe (float32) compares against
 
     model = _parse(model_bytes)
     graph = _analyse(model)
@@ -346,7 +309,7 @@ def append_head(
         raise ModelError("buffer 0 holds data; this is not a converter-written TFLite model")
     _inline_external_data(model, bytes(model_bytes))
     sg = model.subgraphs[0]
-    out = _append_layers(model, sg, graph.embedding_index, head, activation)
+    out = _append_layers(model, sg, graph.embedding_index, layers, head.activation)
     sg.outputs = np.asarray([out] if custom_only else [graph.scores_index, out], dtype=np.int32)
     if model.signatureDefs:
         schema = _schema()
@@ -358,8 +321,8 @@ def append_head(
         for sd in model.signatureDefs:
             sd.outputs = maps
 
-    description = f"YAMNet (AudioSet, {NUM_CLASSES} classes) with a custom {len(head)}-layer {activation} head"
-    meta = build_metadata(k, activation, cuts, custom_only, description)
+    description = f"YAMNet (AudioSet, {NUM_CLASSES} classes) with a custom {len(layers)}-layer {head.activation} head"
+    meta = build_metadata(k, head.activation, cuts, custom_only, description)
     schema = _schema()
     buf = schema.BufferT()
     buf.data = np.frombuffer(meta, dtype=np.uint8)
@@ -368,11 +331,10 @@ def append_head(
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = [e for e in (model.metadata or []) if e.name != METADATA_NAME] + [entry]
 
-    packed = _pack(model, len(model_bytes) + sum(w.nbytes + b.nbytes for w, b in head) + len(meta))
+    packed = _pack(model, len(model_bytes) + sum(w.nbytes + b.nbytes for w, b in layers) + len(meta))
     files = {} if custom_only else {YAMNET_LABELS_FILE: "\n".join(yamnet) + "\n"}
-    files[CUSTOM_LABELS_FILE] = "\n".join(custom) + "\n"
-    if cuts is not None:
-        files[CUSTOM_CALIBRATION_FILE] = _calibration_text(cuts)
+    files[CUSTOM_LABELS_FILE] = "\n".join(head.classes) + "\n"
+    files[CUSTOM_CALIBRATION_FILE] = _calibration_text(cuts)
     return _label_zip(packed, files)
 
 
@@ -398,9 +360,7 @@ def export_head(
             fs, path = fsspec.core.url_to_fs(sibling)
             class_map_uri = sibling if fs.exists(path) else default_class_map_uri()
         labels = resolve_labels(info, absolute_uri(class_map_uri) if class_map_uri else None).names
-    out = append_head(
-        bytes(model_bytes), head.layers, head.activation, labels, head.classes, head.thresholds, custom_only
-    )
+    out = append_head(bytes(model_bytes), head, labels, custom_only)
     fs, path = fsspec.core.url_to_fs(absolute_uri(dest))
     fs.pipe(path, out)
     return dest

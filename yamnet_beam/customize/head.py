@@ -19,14 +19,16 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
+
 FORMAT = "yamnet-beam-head"
 FORMAT_VERSION = 1
 HEAD_JSON = "head.json"
 WEIGHTS_NPZ = "weights.npz"
 ACTIVATIONS = ("softmax", "sigmoid")
-EMBEDDING_DIM = 1024
-# The head's classes must not be mistaken for YAMNet's embedding by the exporter's structural search.
-FORBIDDEN_WIDTHS = (EMBEDDING_DIM,)
+# An exported model's outputs are told apart by width (yamnet_beam.model.graph): a 1024-wide head output would be
+# taken for the embedding, and a 521-wide head's label file for YAMNet's. So no head has that many classes.
+FORBIDDEN_WIDTHS = (EMBEDDING_DIM, NUM_CLASSES)
 
 
 class HeadError(ValueError):
@@ -83,7 +85,7 @@ def check(head: Head) -> None:
     names = [str(c) for c in head.classes]
     if len(names) < 2 and head.activation == "softmax":
         raise HeadError("a softmax head needs at least 2 classes")
-    if len(set(names)) != len(names) or any(not c.strip() or "\n" in c for c in names):
+    if len(set(names)) != len(names) or any(not c.strip() or "\n" in c or "\r" in c for c in names):
         raise HeadError("class names must be distinct, non-empty and one line each")
     if not head.layers:
         raise HeadError("a head needs at least one layer")

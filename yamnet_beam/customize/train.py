@@ -100,9 +100,13 @@ def _resolve(entry: str, base: str, known: set[str]) -> str | None:
     return None
 
 
-def load_labelled(out: Output, labels_csv: str, min_files: int, min_frame_score: float = 0.0) -> LabelledSet:
-    """Joins the labels with the output's files/ and frames/, reporting whatever cannot be used."""
-    labels, folds, base = read_labels(labels_csv)
+def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: float = 0.0) -> LabelledSet:
+    """Joins the labels with the output's files/ and frames/, reporting whatever cannot be used.
+
+    A class needs ``folds`` usable files for stratified K-fold, or 2 when the labels give the folds.
+    """
+    labels, folds_of, base = read_labels(labels_csv)
+    min_files = 2 if folds_of else folds
     files = (
         pa.concat_tables(
             [
@@ -127,8 +131,8 @@ def load_labelled(out: Output, labels_csv: str, min_files: int, min_frame_score:
             problems.append(f"{entry}: skipped, no frames")
         else:
             chosen[p] = labs
-            if folds:
-                chosen_folds[p] = folds[entry]
+            if folds_of:
+                chosen_folds[p] = folds_of[entry]
     counts: dict[str, int] = {}
     for labs in chosen.values():
         for lab in labs:
@@ -209,7 +213,7 @@ def file_folds(data: LabelledSet, folds: int, seed: int) -> np.ndarray:
 # Estimators and their conversion to plain layers
 
 
-def make_estimator(head_type: str, multilabel: bool, params: dict[str, Any]):
+def make_estimator(head_type: str, params: dict[str, Any]):
     """The scikit-learn estimator a head type fits on standardised embeddings (one per class if multi-label)."""
     if head_type == "linear":
         lm = sklearn_module("linear_model")
@@ -228,7 +232,7 @@ def _positive_proba(model, xs: np.ndarray) -> np.ndarray:
     return model.predict_proba(xs)[:, classes.index(1)] if 1 in classes else np.zeros(len(xs))
 
 
-class _Fitted:
+class Fitted:
     """A fitted scaler + estimator(s): ``predict_proba`` (held-out scores) and ``layers`` (the head file)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, head_type: str, multilabel: bool, params: dict[str, Any]):
@@ -236,10 +240,10 @@ class _Fitted:
         xs = self.scaler.transform(x)
         self.head_type, self.multilabel = head_type, multilabel
         if multilabel and head_type == "linear":
-            self.models = [make_estimator(head_type, True, params).fit(xs, y[:, k]) for k in range(y.shape[1])]
+            self.models = [make_estimator(head_type, params).fit(xs, y[:, k]) for k in range(y.shape[1])]
         else:
             target = y if multilabel else y.argmax(axis=1)
-            self.models = [make_estimator(head_type, multilabel, params).fit(xs, target)]
+            self.models = [make_estimator(head_type, params).fit(xs, target)]
 
     def predict_proba(self, x: np.ndarray, num_classes: int) -> np.ndarray:
         """``[N, num_classes]``; a class the training split lacked (all its files in one fold) scores 0."""
@@ -282,7 +286,7 @@ def cross_validate(data: LabelledSet, fold_of_file: np.ndarray, head_type: str, 
     heldout = np.zeros((len(x), len(data.classes)), np.float64)
     for f in np.unique(fold_of_file):
         test = frame_fold == f
-        fitted = _Fitted(x[~test], y[~test], head_type, data.multilabel, params)
+        fitted = Fitted(x[~test], y[~test], head_type, data.multilabel, params)
         heldout[test] = fitted.predict_proba(x[test], len(data.classes))
     return heldout
 
@@ -339,18 +343,19 @@ def train(
     model_sha = out.manifest.get("model_sha256") or out.run_metadata.get("model_sha256")
     if not model_sha:
         raise TrainError(f"{output} records no model SHA-256 (manifest.json or table metadata): rerun the job")
-    data = load_labelled(
-        out, labels_csv, min_files=2 if _has_folds(labels_csv) else folds, min_frame_score=min_frame_score
-    )
+    data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
     if len(data.classes) in FORBIDDEN_WIDTHS:
-        raise TrainError(f"{len(data.classes)} classes: a head as wide as the embedding cannot be exported; merge some")
-    for msg in data.problems:
-        _LOG.warning("%s", msg)
+        raise TrainError(
+            f"{len(data.classes)} classes: a head as wide as YAMNet's embedding or scores cannot be exported; "
+            "merge some"
+        )
     params = {"C": c, "alpha": alpha, "hidden": hidden, "max_iter": max_iter, "seed": seed}
     fold_of_file = file_folds(data, folds, seed)
     for k, cl in enumerate(data.classes):
         if len(np.unique(fold_of_file[data.targets[:, k] == 1])) < 2:
             data.problems.append(f"class {cl!r}: all its files are in one fold, so its held-out scores are 0")
+    for msg in data.problems:  # also in metrics.json
+        _LOG.warning("%s", msg)
     heldout = cross_validate(data, fold_of_file, head_type, params)
     counts = np.array([len(e) for e in data.embeddings])
     frame_truth = np.repeat(data.targets, counts, axis=0)
@@ -367,7 +372,7 @@ def train(
         "folds": {p: int(f) for p, f in zip(data.paths, fold_of_file, strict=True)},
         "problems": data.problems,
     }
-    fitted = _Fitted(np.concatenate(data.embeddings), frame_truth, head_type, data.multilabel, params)
+    fitted = Fitted(np.concatenate(data.embeddings), frame_truth, head_type, data.multilabel, params)
     head = Head(
         classes=data.classes,
         layers=fitted.layers(),
@@ -394,10 +399,6 @@ def train(
     fs.pipe(f"{root.rstrip('/')}/{METRICS_JSON}", (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     _confusion_png(metrics, data.classes, f"{root.rstrip('/')}/{CONFUSION_PNG}", fs)
     return head
-
-
-def _has_folds(labels_csv: str) -> bool:
-    return bool(read_labels(labels_csv)[1])
 
 
 def _confusion_png(metrics: dict[str, Any], classes: list[str], path: str, fs) -> None:
@@ -430,9 +431,9 @@ def _confusion_png(metrics: dict[str, Any], classes: list[str], path: str, fs) -
     fs.pipe(path, buf.getvalue())
 
 
-def format_metrics(head: Head, metrics: dict[str, Any] | None = None) -> str:
+def format_metrics(head: Head) -> str:
     """A short text summary for the terminal."""
-    clip = (metrics or head.metrics)["clip"]
+    clip = head.metrics["clip"]
     lines = [f"head {head.name!r}: {head.num_classes} classes ({head.activation}), {head.metrics['files']} files"]
     for key in ("accuracy", "mAP", "macro_f1"):
         if key in clip:

@@ -128,8 +128,10 @@ def clips_schema(
     num_classes: int = NUM_CLASSES,
     embedding_dim: int = EMBEDDING_DIM,
     metadata: Mapping[str, Any] | None = None,
+    head_classes: int = 0,
 ) -> pa.Schema:
-    """One row per file (``yamnet-beam pool``): its frames pooled, ready to train a clip-level classifier."""
+    """One row per file (``yamnet-beam pool``): its frames pooled, ready to train a clip-level classifier;
+    with ``head_classes`` (frames of ``run --head``), the mean of the head's scores too."""
     return with_metadata(
         pa.schema(
             [
@@ -143,6 +145,11 @@ def clips_schema(
                 pa.field("mean_embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
                 pa.field("top_label", pa.string(), nullable=False),  # highest mean score
                 pa.field("top_score", pa.float32(), nullable=False),
+                *(
+                    [pa.field("mean_head_scores", pa.list_(pa.float32(), head_classes), nullable=False)]
+                    if head_classes
+                    else []
+                ),
             ]
         ),
         metadata,

@@ -29,6 +29,9 @@ DOWNLOAD_HINT = (
 _SCORE_PASSTHROUGH = {"LOGISTIC", "SOFTMAX", "RESHAPE", "SQUEEZE", "DEQUANTIZE", "QUANTIZE"}
 _EMBEDDING_PASSTHROUGH = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "DEQUANTIZE", "QUANTIZE"}
 _MAX_WALK = 16
+# The output `yamnet-beam export` appends (yamnet_beam.customize.export): named here so that a model holding
+# only it (`--custom_only`) is refused with the right hint rather than as "not YAMNet".
+CUSTOM_SCORES_TENSOR = "custom_scores"
 
 
 class ModelError(ValueError):
@@ -156,6 +159,12 @@ def analyse(model: Any) -> Graph:
 
     out_desc = ", ".join(_describe(tensors[i]) for i in outputs) or "none"
     scores = next((i for i in outputs if _per_frame_width(tensors[i]) == NUM_CLASSES), None)
+    if scores is None and any(_name(tensors[i]) == CUSTOM_SCORES_TENSOR for i in outputs):
+        raise ModelError(
+            f"this model's only output is a custom head's scores (outputs: {out_desc}): it was exported with "
+            "`yamnet-beam export --custom_only`, for devices. The pipeline needs YAMNet's scores and embedding: "
+            "export the head without --custom_only, or pass the YAMNet model it was trained on (and --head)"
+        )
     if scores is None:
         raise ModelError(
             f"no {NUM_CLASSES}-wide scores output (outputs: {out_desc}); this is not a YAMNet "
