@@ -50,6 +50,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     options = _beam_module("yamnet_beam.job.options")
     return (DownloadError, InputError, LabelsError, ModelError, options.OptionsError, QueryError)
 
+
 RUN_HELP = """Run the job: yamnet-beam run --input PATH_OR_GLOB [--input ...] --output DIR [--model URI]
 [--class_map URI] [any Apache Beam option, e.g. --runner DataflowRunner --project P ...]"""
 

@@ -264,8 +264,17 @@ def test_pipeline_equals_direct_interpreter(inprocess_run, audio_dir, reference_
     ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio))
     scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
     emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
-    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
-    np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
+    np.testing.assert_array_equal(scores, ref_scores)  # bit for bit: the batched path changes nothing
+    np.testing.assert_array_equal(emb, ref_emb)
+
+
+def test_run_records_the_batched_path(inprocess_run):
+    """The real model runs batched; manifest.json and every table's key-value metadata say so."""
+    out, _ = inprocess_run
+    assert json.loads((out / "manifest.json").read_text())["inference"] == "batched"
+    for table in ("frames", "files"):
+        f = next((out / table).glob("*.parquet"))
+        assert schema.read_metadata(pq.read_schema(f))["inference"] == "batched"
 
 
 def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, class_map_path):
@@ -296,6 +305,7 @@ def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, clas
     np.testing.assert_array_equal(emb, frames[:, :1024])
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["model_kind"] == "variable"
+    assert manifest["inference"] == "per_frame"  # a graph without the known front end/CNN structure
 
 
 def test_progress_counts_committed_parts(tmp_path):

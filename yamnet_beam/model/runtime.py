@@ -1,5 +1,5 @@
-"""Running YAMNet with LiteRT: the model bytes (read once per process), one interpreter per
-:class:`YamnetModel` (not thread-safe: one per thread), scores and embeddings per frame.
+"""Running YAMNet with LiteRT: the model bytes (read once per process), one :class:`YamnetModel` per
+thread (interpreters are not thread-safe), scores and embeddings per frame or batched (:mod:`.batched`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from yamnet_beam.framing import WINDOW_SAMPLES
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES
+from yamnet_beam.model import split
+from yamnet_beam.model.batched import DEFAULT_BATCH, BatchedYamnet, FrameStream, per_frame_stream
 from yamnet_beam.model.graph import (
     DOWNLOAD_HINT,
     EMBEDDING_DIM,
@@ -27,6 +28,7 @@ from yamnet_beam.model.graph import (
     pack,
     parse,
 )
+from yamnet_beam.model.litert import make_interpreter, runtime_name
 from yamnet_beam.uris import local_or_url
 
 
@@ -69,6 +71,8 @@ def clear_model_cache() -> None:
     with _bytes_lock:
         _bytes_cache.clear()
     _prepare.cache_clear()
+    _inference_path.cache_clear()
+    split.clear_cache()
 
 
 def _read_uri(uri: str) -> bytes:
@@ -84,35 +88,6 @@ def _read_uri(uri: str) -> bytes:
         raise ModelError(f"model path is a directory, not a .tflite file: {uri}") from e
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"could not read model {uri}: {e}") from e
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _interpreter_class() -> tuple[type, str]:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, f"ai-edge-litert {_version('ai-edge-litert')}"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-
-        return Interpreter, f"tflite-runtime {_version('tflite-runtime')}"
-    except ImportError as e:
-        raise ModelError("no TFLite interpreter is installed: pip install ai-edge-litert") from e
-
-
-def _runtime_name() -> str:
-    try:
-        return _interpreter_class()[1]
-    except ModelError:
-        return "unavailable (pip install ai-edge-litert)"
 
 
 @dataclass(frozen=True)
@@ -165,7 +140,7 @@ def inspect_model(model_bytes: bytes, uri: str = "") -> ModelInfo:
         embedding_dim=EMBEDDING_DIM,
         embedding_tensor=p.graph.embedding_name,
         embedded_labels=p.labels,
-        runtime=_runtime_name(),
+        runtime=runtime_name(),
         embedded_labels_file=p.labels_file,
     )
 
@@ -197,31 +172,59 @@ def _output_reader(interp: Any, index: int, width: int) -> Callable[[np.ndarray]
 
 
 class YamnetModel:
-    """One interpreter over one model. Not thread-safe: create one instance per thread."""
+    """One model on LiteRT: per-frame ``invoke()`` (:meth:`predict`) and, where the graph allows, the
+    batched path (:meth:`embed`, :meth:`stream`). Not thread-safe: create one instance per thread.
 
-    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1) -> None:
+    ``batched`` (default): also build the front-end/CNN subgraphs of :mod:`.batched` when the graph
+    has the known structure and they reproduce per-frame ``invoke()`` bit for bit on probe audio;
+    :attr:`inference` says which path :meth:`embed` and :meth:`stream` take (``"batched"`` or
+    ``"per_frame"``). Both give the same numbers, so callers need not care.
+    """
+
+    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1, batched: bool = True) -> None:
         self.info = inspect_model(model_bytes, uri)
         prepared = _prepared(model_bytes)
         graph = prepared.graph
-        interpreter_cls, _ = _interpreter_class()
+        interp = make_interpreter(prepared.runnable, num_threads, uri or "the model")
         try:
-            interp = interpreter_cls(model_content=prepared.runnable, num_threads=num_threads)
             if graph.kind == "variable":
                 interp.resize_tensor_input(graph.input_index, [WINDOW_SAMPLES])
             interp.allocate_tensors()
-        except ModelError:
-            raise
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"the TFLite runtime could not load {uri or 'the model'}: {e}") from e
         self._interp = interp
         self._input = interp.tensor(graph.input_index)
         self._read_scores = _output_reader(interp, graph.scores_index, NUM_CLASSES)
         self._read_embedding = _output_reader(interp, graph.embedding_index, EMBEDDING_DIM)
+        self._batched = BatchedYamnet.create(model_bytes, self.predict, num_threads) if batched else None
+        self.inference = "batched" if self._batched is not None else "per_frame"
 
     @classmethod
-    def from_uri(cls, uri: str, num_threads: int = 1) -> YamnetModel:
+    def from_uri(cls, uri: str, num_threads: int = 1, batched: bool = True) -> YamnetModel:
         """Build from a path or fsspec URL; the bytes are read once per process."""
-        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads)
+        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads, batched=batched)
+
+    def embed(
+        self, x: np.ndarray, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [F, 521] and embeddings [F, 1024] of a 1-D 16 kHz signal (framed as
+        :func:`~yamnet_beam.framing.frame_signal` frames it) or of ``[F, 15600]`` frames."""
+        a = np.asarray(x, dtype=np.float32)
+        if a.ndim == 2 and a.shape[1] == WINDOW_SAMPLES:
+            if self._batched is None:
+                return self.predict(a)
+            return self._batched.embed_span(a.reshape(-1), len(a), WINDOW_SAMPLES, batch)
+        if a.ndim != 1:
+            raise ValueError(f"expected a 1-D 16 kHz waveform or [F, {WINDOW_SAMPLES}] frames, got {list(a.shape)}")
+        stream = self.stream(hop_samples, batch)
+        results = [*stream.push(a), *stream.finish()]
+        return np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
+
+    def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
+        """Blocks of one signal in, results of the frames now complete out (see :class:`FrameStream`)."""
+        if self._batched is None:
+            return per_frame_stream(self.predict, hop_samples, batch)
+        return self._batched.stream(hop_samples, batch)
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600]."""
@@ -240,3 +243,14 @@ class YamnetModel:
             self._read_scores(scores[i])
             self._read_embedding(embeddings[i])
         return scores, embeddings
+
+
+@lru_cache(maxsize=4)
+def _inference_path(model_bytes: bytes) -> str:
+    return YamnetModel(model_bytes).inference
+
+
+def inference_path(model_bytes: bytes) -> str:
+    """``"batched"`` if this runtime runs the model's batched subgraphs bit-identically to per-frame
+    ``invoke()``, else ``"per_frame"``: what :class:`YamnetModel` will do (checked once per process)."""
+    return _inference_path(bytes(model_bytes))
