@@ -277,6 +277,24 @@ def test_run_records_the_batched_path(inprocess_run):
         assert schema.read_metadata(pq.read_schema(f))["inference"] == "batched"
 
 
+@pytest.mark.parametrize("hop_seconds,path", [(0.25, "batched"), (0.4801, "per_frame")])
+def test_other_hops_equal_the_direct_interpreter(
+    tmp_path, fixtures_dir, model_path, class_map_path, reference_interpreter, hop_seconds, path
+):
+    """0.25 s = 25 STFT rows: batched; 7682 samples share no rows with the next frame: per-frame invoke."""
+    src = fixtures_dir / "speech_48k_stereo.flac"
+    run(["--input", str(src), "--output", str(tmp_path), "--model", str(model_path), "--class_map", str(class_map_path),
+         "--hop_seconds", str(hop_seconds)])  # fmt: skip
+    t = pq.read_table(tmp_path / "frames").sort_by("frame")
+    audio, _, _ = decode_file(str(src))
+    ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio, round(hop_seconds * 16000)))
+    np.testing.assert_array_equal(t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521), ref_scores)
+    np.testing.assert_array_equal(
+        t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024), ref_emb
+    )
+    assert json.loads((tmp_path / "manifest.json").read_text())["inference"] == path
+
+
 def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, class_map_path):
     """The [-1]-input export, built by the tests, runs end to end with the same framing."""
     from tests.support import tflite_builder

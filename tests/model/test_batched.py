@@ -12,12 +12,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tests.support import tflite_builder as tb
 from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, frame_signal, num_frames
-from yamnet_beam.model import ModelError, YamnetModel, inspect_model
-from yamnet_beam.model.batched import BatchedYamnet
+from yamnet_beam.model import ModelError, YamnetModel, inference_path, inspect_model, runtime
+from yamnet_beam.model.batched import BatchedYamnet, Pair, probe_signal
 from yamnet_beam.model.graph import op_name, pack, parse, tensor_name
 from yamnet_beam.model.split import build_models, find_split
-
-Pair = tuple[np.ndarray, np.ndarray]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,7 @@ def reference(model_bytes: bytes) -> YamnetModel:
 @pytest.fixture(scope="module")
 def model(model_bytes: bytes) -> YamnetModel:
     m = YamnetModel(model_bytes)
-    assert m.inference == "batched"
+    assert m.inference() == "batched"
     return m
 
 
@@ -103,13 +101,13 @@ def test_cut_models_resize_to_any_rows_and_batch(model_bytes: bytes) -> None:
 )
 def test_unknown_graphs_keep_per_frame_invoke(content: bytes) -> None:
     assert find_split(content) is None
-    assert BatchedYamnet.create(content, reference=lambda f: (f, f)) is None
+    assert BatchedYamnet.create(content, expected=(np.zeros(0), np.zeros(0))) is None
     with pytest.raises(ModelError, match="per frame"):
         BatchedYamnet(content)
     if content.startswith(b"not"):
         return
     m = YamnetModel(content)
-    assert m.inference == "per_frame"
+    assert m.inference() == "per_frame"
     x = np.random.default_rng(0).standard_normal(3 * WINDOW_SAMPLES).astype(np.float32)
     assert_bit_identical(m.embed(x, 5000), m.predict(frame_signal(x, 5000)))  # the same API, per frame
 
@@ -209,20 +207,25 @@ def test_constants_behind_dequantize_ops_are_still_constants(model_bytes: bytes,
     want = per_frame(YamnetModel(fp16, batched=False), x)
     assert not np.array_equal(want[0], per_frame(YamnetModel(model_bytes, batched=False), x)[0])  # really changed
     batched = YamnetModel(fp16)
-    assert batched.inference == "batched"
+    assert batched.inference() == "batched"
     assert_bit_identical(batched.embed(x), want)
 
 
-def test_a_runtime_that_batches_differently_keeps_per_frame_invoke(model_bytes: bytes, reference) -> None:
-    """create() compares with per-frame predict on probe audio: one bit off anywhere and it declines."""
+def test_a_runtime_that_batches_differently_keeps_per_frame_invoke(model_bytes: bytes, reference, monkeypatch) -> None:
+    """create() compares with per-frame invoke on probe audio: one bit off anywhere and it declines;
+    a model whose check failed in this process runs per frame, with the same API."""
+    scores, embeddings = reference.predict(frame_signal(probe_signal()))
+    assert BatchedYamnet.create(model_bytes, (scores, embeddings)) is not None
+    off = embeddings.copy()
+    off[-1, 7] = np.nextafter(off[-1, 7], np.float32(1))
+    assert BatchedYamnet.create(model_bytes, (scores, off)) is None
 
-    def off_by_one_ulp(frames: np.ndarray) -> Pair:
-        scores, embeddings = reference.predict(frames)
-        embeddings[-1, 7] = np.nextafter(embeddings[-1, 7], np.float32(1))
-        return scores, embeddings
-
-    assert BatchedYamnet.create(model_bytes, reference.predict) is not None
-    assert BatchedYamnet.create(model_bytes, off_by_one_ulp) is None
+    monkeypatch.setitem(runtime._verdicts, (inspect_model(model_bytes).sha256, 1), False)
+    m = YamnetModel(model_bytes)
+    assert not m.has_batched_path and m.inference() == "per_frame"
+    assert inference_path(model_bytes) == "per_frame"
+    x = probe_signal()
+    assert_bit_identical(m.embed(x), reference.predict(frame_signal(x)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,22 +275,32 @@ def test_short_and_silent_clips(model: YamnetModel, reference, fixtures_dir, nam
     assert_bit_identical(got, per_frame(reference, x))
 
 
+def _streamed(stream, x: np.ndarray) -> Pair:
+    results = [*stream.push(x), *stream.finish()]
+    return np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
+
+
 @pytest.mark.parametrize(
-    "hop",
+    "hop,path",
     [
-        1600,  # 0.1 s: 10 new rows per frame, 86 shared with the previous frame
-        15360,  # 0.96 s
-        7681,  # not a multiple of 160: no two frames share a row; each frame's own 96 rows are computed
-        4080,  # 25.5 rows: frames k and k+2 share 45 rows (computed once), neighbours share none
-        15599,
+        (1600, "batched"),  # 0.1 s: 10 new rows per frame, 86 shared with the previous frame
+        (4080, "batched"),  # 25.5 rows: frames k and k+2 share 45 rows (computed once), neighbours share none
+        (7681, "per_frame"),  # not a multiple of 160: no two frames share a row
+        (15360, "per_frame"),  # 0.96 s = 96 rows: frames touch, share none
+        (15599, "per_frame"),
     ],
 )
-def test_other_hops(model: YamnetModel, reference, speech, hop: int) -> None:
+def test_other_hops(model: YamnetModel, model_bytes: bytes, reference, speech, hop: int, path: str) -> None:
+    """Without shared rows the split gains nothing (measured slower), so the model invokes per frame; the
+    batched path itself (each frame's own 96 rows stacked into one front-end input) is bit-identical too."""
     x = long_signal(speech, 12.0)
-    assert_bit_identical(model.embed(x, hop, 16), per_frame(reference, x, hop))
+    want = per_frame(reference, x, hop)
+    assert model.inference(hop) == path
+    assert_bit_identical(model.embed(x, hop, 16), want)
+    assert_bit_identical(_streamed(BatchedYamnet(model_bytes).stream(hop, 16), x), want)
 
 
-def test_frames_in_equal_per_frame_invoke(model: YamnetModel, reference, speech) -> None:
+def test_frames_given_apart_are_invoked_per_frame(model: YamnetModel, reference, speech) -> None:
     frames = frame_signal(long_signal(speech, 8.0), 5000)
     assert_bit_identical(model.embed(frames, batch=3), reference.predict(frames))
 
@@ -297,10 +310,7 @@ def test_small_front_end_runs_change_nothing(model_bytes: bytes, reference, spee
     small = BatchedYamnet(model_bytes, max_rows=96)  # one frame's rows per front-end invoke
     want = per_frame(reference, x)
     for batch in (1, 3):
-        stream = small.stream(HOP_SAMPLES, batch)
-        results = [*stream.push(x), *stream.finish()]
-        got = np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
-        assert_bit_identical(got, want)
+        assert_bit_identical(_streamed(small.stream(HOP_SAMPLES, batch), x), want)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from yamnet_beam.audio import AudioDecodeError, AudioInfo, open_audio, segment_q
 from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile, with_identity
 from yamnet_beam.job.parts import Part, PartWriter, Segment, long_file_part_id
-from yamnet_beam.model.batched import FrameResults, FrameStream, open_stream
+from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
 from yamnet_beam.uris import display_path
 
 _LOG = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class ModelLoader:
         self.uri = uri
         self.num_threads = num_threads
         self.expected_sha256 = expected_sha256
-        self.inference = inference  # "batched" / "per_frame" as the launcher found it; None: whatever works
+        self.inference = inference  # "batched" / "per_frame" as the launcher found it; None: whatever works here
 
     def load(self) -> FrameModel:
         from yamnet_beam.model import ModelError, YamnetModel
@@ -70,11 +70,11 @@ class ModelLoader:
                 f"{self.uri} changed since the job started: SHA-256 {model.info.sha256}, expected "
                 f"{self.expected_sha256}; give workers the same model file"
             )
-        # ... and recorded which inference path runs: a worker whose runtime cannot reproduce it must not either.
-        if self.inference and model.inference != self.inference:
+        # ... and recorded which inference path runs: a worker whose runtime cannot run it must not either.
+        if self.inference == "batched" and not model.has_batched_path:
             raise ModelError(
-                f"{self.uri}: this worker runs {model.inference} inference, the launcher found {self.inference} "
-                f"({model.info.runtime}); give workers the launcher's LiteRT version"
+                f"{self.uri}: the launcher runs it batched, but this worker ({model.info.runtime}) cannot build "
+                "batched subgraphs bit-identical to per-frame invoke; give workers the launcher's LiteRT version"
             )
         return model
 
@@ -85,7 +85,7 @@ class EmbedSettings:
 
     hop_samples: int = framing.HOP_SAMPLES
     block_seconds: float = 10.0
-    frames_per_batch: int = 256
+    frames_per_batch: int = DEFAULT_BATCH  # frames per CNN invoke (batched path), per predict() call otherwise
     row_group_rows: int = 4096
     decode_timeout_s: float | None = None
     max_duration_s: float | None = None

@@ -5,7 +5,8 @@ A span of consecutive frames (:class:`~yamnet_beam.framing.FrameSpan`) is cut in
 them into log-mel rows in one invoke, patches of 96 rows are gathered from those, and the CNN
 subgraph runs ``batch`` patches per invoke. XNNPACK quantizes the hybrid layers' activations per
 row (per sample), so this equals per-frame ``invoke()`` of the whole model bit for bit; a
-:class:`BatchedYamnet` is only used after checking that (:meth:`BatchedYamnet.create`).
+:class:`BatchedYamnet` is only used after checking that (:meth:`BatchedYamnet.create`, once per
+process and model in :class:`~yamnet_beam.model.YamnetModel`).
 
 The last CNN batch of a span is run at its own size, not padded: resizing an XNNPACK interpreter's
 input is a cheap reshape, measured faster than running padding rows (benchmarks/pipeline_bench.py).
@@ -19,21 +20,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, FrameSpan, StreamFramer, frame_signal
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, FrameSpan, StreamFramer
 from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES, ModelError
 from yamnet_beam.model.litert import make_interpreter
-from yamnet_beam.model.split import build_models, find_split
+from yamnet_beam.model.split import SplitPoints, build_models, find_split
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 16  # CNN patches per invoke: measured fastest here (B=64 gains less: its activations leave cache)
+# CNN patches per invoke. Measured (benchmarks/pipeline_bench.py): B = 4 and 16 equally fast (the CNN alone
+# 0.52 vs 0.54 ms/frame here, B = 1 0.56, B = 64 0.60: its activations leave cache), and B = 4 holds
+# 8 MB less activation memory per model than 16.
+DEFAULT_BATCH = 4
 DEFAULT_MAX_ROWS = 2048  # front-end rows per invoke: larger blocks fall out of cache (measured slower at 4096)
+# The split pays only through STFT rows computed once for several frames. With none shared (a hop that is
+# not a multiple of the 160-sample row hop, or >= 96 rows), the stacked front end plus batched CNN measured
+# 0.93-0.94x per-frame invoke (CPU time, AVX-512) and 1.00x (AVX2): below this share, per-frame invoke runs.
+MIN_SHARED_ROWS = 0.25
 
-Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Pair = tuple[np.ndarray, np.ndarray]  # scores [F, 521], embeddings [F, 1024]
+Predict = Callable[[np.ndarray], Pair]
 
 
 @dataclass
@@ -77,7 +87,7 @@ class FrameStream:
             yield FrameResults(span.first_frame, *self._infer(span))
 
 
-def per_frame_stream(predict: Predict, hop_samples: int = HOP_SAMPLES, batch: int = 256) -> FrameStream:
+def per_frame_stream(predict: Predict, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
     """A stream over any ``predict(frames)`` (one invoke per frame, or a test's fake), ``batch`` frames a call."""
     return FrameStream(StreamFramer(hop_samples, WINDOW_SAMPLES, batch), lambda span: predict(span.frames()))
 
@@ -89,7 +99,7 @@ def open_stream(model: Any, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT
     return stream(hop_samples, batch) if stream is not None else per_frame_stream(model.predict, hop_samples, batch)
 
 
-class _Runner:
+class SubgraphRunner:
     """One interpreter over a cut subgraph; its single input is resized to whatever arrives (cheap in XNNPACK)."""
 
     def __init__(self, content: bytes, num_threads: int, what: str) -> None:
@@ -108,6 +118,32 @@ class _Runner:
         return [self._interp.get_tensor(i) for i in self._outputs]
 
 
+@lru_cache(maxsize=64)
+def new_rows_per_frame(points: SplitPoints, hop_samples: int) -> float:
+    """STFT rows each frame adds at this hop over a long run: 48 at 0.48 s, 96 when frames share none."""
+    n = 64
+    starts = (np.arange(n, dtype=np.int64) * hop_samples)[:, None] + np.arange(points.rows_per_frame) * points.row_hop
+    return (len(np.unique(starts)) - points.rows_per_frame) / (n - 1)
+
+
+def batches_well(points: SplitPoints, hop_samples: int) -> bool:
+    """True if frames at this hop share at least :data:`MIN_SHARED_ROWS` of their rows (where the split pays)."""
+    return new_rows_per_frame(points, hop_samples) <= (1 - MIN_SHARED_ROWS) * points.rows_per_frame
+
+
+_PROBE_BATCH = 4
+
+
+def probe_signal() -> np.ndarray:
+    """Audio on which the batched path must equal per-frame invoke: 5 frames at the default hop, rising
+    noise with a silent stretch, the last frame zero-padded (:meth:`BatchedYamnet.verify` runs 4 + 1)."""
+    rng = np.random.default_rng(12345)
+    n = _PROBE_BATCH * HOP_SAMPLES + WINDOW_SAMPLES - 1234
+    x = (rng.standard_normal(n) * np.linspace(0.0, 0.5, n)).astype(np.float32)
+    x[HOP_SAMPLES : HOP_SAMPLES + 2000] = 0.0
+    return x
+
+
 def _check(hop_samples: int, batch: int) -> None:
     if not 0 < hop_samples <= WINDOW_SAMPLES:
         raise ValueError(f"hop_samples must be in (0, {WINDOW_SAMPLES}], got {hop_samples}")
@@ -121,7 +157,9 @@ class BatchedYamnet:
     Not thread-safe: one per thread. Any hop works: rows are computed once where frames' rows
     coincide (a hop that is a multiple of the 160-sample row hop, or of 160/k for every k-th frame);
     otherwise each frame's own 96 rows are stacked into the front end's input, which is still one
-    invoke for many frames and still bit-identical, but computes every row once per frame.
+    invoke for many frames and still bit-identical, but computes every row once per frame (no faster
+    than per-frame invoke: :class:`~yamnet_beam.model.YamnetModel` then invokes per frame, see
+    :func:`batches_well`).
     """
 
     def __init__(self, model_bytes: bytes, num_threads: int = 1, max_rows: int = DEFAULT_MAX_ROWS) -> None:
@@ -132,50 +170,43 @@ class BatchedYamnet:
             raise ValueError(f"max_rows must be >= {points.rows_per_frame}, got {max_rows}")
         self.points, self.max_rows = points, max_rows
         frontend, cnn = build_models(bytes(model_bytes), points)
-        self._frontend = _Runner(frontend, num_threads, "the YAMNet front-end subgraph")
-        self._cnn = _Runner(cnn, num_threads, "the YAMNet CNN subgraph")
+        self._frontend = SubgraphRunner(frontend, num_threads, "the YAMNet front-end subgraph")
+        self._cnn = SubgraphRunner(cnn, num_threads, "the YAMNet CNN subgraph")
 
     @classmethod
-    def create(cls, model_bytes: bytes, reference: Predict, num_threads: int = 1) -> BatchedYamnet | None:
+    def create(cls, model_bytes: bytes, expected: Pair, num_threads: int = 1) -> BatchedYamnet | None:
         """A verified instance, or None (logged) if the model cannot be split or batching changes any bit.
 
-        ``reference``: per-frame ``predict`` of the same model, compared on probe audio.
+        ``expected``: per-frame ``invoke()`` of the whole model on ``frame_signal(probe_signal())``,
+        computed by the caller beforehand (so that its interpreter can be freed before these are built).
         """
         if find_split(model_bytes) is None:
             _LOG.info("model graph not recognised for batched inference; keeping per-frame invoke")
             return None
         batched = cls(model_bytes, num_threads)
-        if not batched.verify(reference):
+        if not batched.verify(expected):
             _LOG.warning("batched YAMNet differs from per-frame invoke on this runtime; keeping per-frame invoke")
             return None
         return batched
 
-    def verify(self, reference: Predict, batch: int = 4) -> bool:
-        """Bit-compares with ``reference`` on probe audio: a full CNN batch and a smaller one, silence, padding."""
-        rng = np.random.default_rng(12345)
-        n = batch * HOP_SAMPLES + WINDOW_SAMPLES - 1234
-        x = (rng.standard_normal(n) * np.linspace(0.0, 0.5, n)).astype(np.float32)
-        x[HOP_SAMPLES : HOP_SAMPLES + 2000] = 0.0
-        stream = self.stream(HOP_SAMPLES, batch)
-        results = [*stream.push(x), *stream.finish()]  # a span of `batch` frames, then the padded last one
+    def verify(self, expected: Pair) -> bool:
+        """Bit-compares with per-frame results on :func:`probe_signal`: a CNN batch of 4, then a batch of 1."""
+        stream = self.stream(HOP_SAMPLES, _PROBE_BATCH)
+        results = [*stream.push(probe_signal()), *stream.finish()]  # a span of 4 frames, then the padded last one
         got = (np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results]))
-        return all(np.array_equal(a, b) for a, b in zip(reference(frame_signal(x)), got, strict=True))
+        return all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
 
     def frames_per_run(self, hop_samples: int, batch: int) -> int:
         """Frames whose rows go through the front end in one invoke (<= max_rows rows), whole CNN batches."""
         _check(hop_samples, batch)
-        r, step = self.points.rows_per_frame, self.points.row_hop
-        new = hop_samples // step if hop_samples % step == 0 else r  # rows each frame adds (at most)
-        frames = (self.max_rows - r) // new + 1 if new < r else self.max_rows // r
+        r = self.points.rows_per_frame
+        frames = int((self.max_rows - r) // max(1.0, new_rows_per_frame(self.points, hop_samples))) + 1
         return max(batch, frames // batch * batch)
 
     def embed_span(
         self, span: np.ndarray, count: int, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and embeddings of frames ``span[k*hop : k*hop + 15600]``, k < ``count``.
-
-        ``[F, 15600]`` frames are a span too: ``frames.reshape(-1)`` with hop 15600.
-        """
+        """Scores and embeddings of frames ``span[k*hop : k*hop + 15600]``, k < ``count``."""
         group = self.frames_per_run(hop_samples, batch)
         span = np.asarray(span, dtype=np.float32).reshape(-1)
         need = (count - 1) * hop_samples + WINDOW_SAMPLES

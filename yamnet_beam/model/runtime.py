@@ -13,9 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, frame_signal
 from yamnet_beam.model import split
-from yamnet_beam.model.batched import DEFAULT_BATCH, BatchedYamnet, FrameStream, per_frame_stream
+from yamnet_beam.model.batched import (
+    DEFAULT_BATCH,
+    BatchedYamnet,
+    FrameStream,
+    batches_well,
+    per_frame_stream,
+    probe_signal,
+)
 from yamnet_beam.model.graph import (
     DOWNLOAD_HINT,
     EMBEDDING_DIM,
@@ -71,7 +78,7 @@ def clear_model_cache() -> None:
     with _bytes_lock:
         _bytes_cache.clear()
     _prepare.cache_clear()
-    _inference_path.cache_clear()
+    _verdicts.clear()
     split.clear_cache()
 
 
@@ -171,19 +178,10 @@ def _output_reader(interp: Any, index: int, width: int) -> Callable[[np.ndarray]
     return read
 
 
-class YamnetModel:
-    """One model on LiteRT: per-frame ``invoke()`` (:meth:`predict`) and, where the graph allows, the
-    batched path (:meth:`embed`, :meth:`stream`). Not thread-safe: create one instance per thread.
+class _FrameInterpreter:
+    """The whole model on one interpreter, one ``invoke()`` per [1, 15600] frame."""
 
-    ``batched`` (default): also build the front-end/CNN subgraphs of :mod:`.batched` when the graph
-    has the known structure and they reproduce per-frame ``invoke()`` bit for bit on probe audio;
-    :attr:`inference` says which path :meth:`embed` and :meth:`stream` take (``"batched"`` or
-    ``"per_frame"``). Both give the same numbers, so callers need not care.
-    """
-
-    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1, batched: bool = True) -> None:
-        self.info = inspect_model(model_bytes, uri)
-        prepared = _prepared(model_bytes)
+    def __init__(self, prepared: _Prepared, num_threads: int, uri: str) -> None:
         graph = prepared.graph
         interp = make_interpreter(prepared.runnable, num_threads, uri or "the model")
         try:
@@ -196,42 +194,8 @@ class YamnetModel:
         self._input = interp.tensor(graph.input_index)
         self._read_scores = _output_reader(interp, graph.scores_index, NUM_CLASSES)
         self._read_embedding = _output_reader(interp, graph.embedding_index, EMBEDDING_DIM)
-        self._batched = BatchedYamnet.create(model_bytes, self.predict, num_threads) if batched else None
-        self.inference = "batched" if self._batched is not None else "per_frame"
 
-    @classmethod
-    def from_uri(cls, uri: str, num_threads: int = 1, batched: bool = True) -> YamnetModel:
-        """Build from a path or fsspec URL; the bytes are read once per process."""
-        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads, batched=batched)
-
-    def embed(
-        self, x: np.ndarray, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [F, 521] and embeddings [F, 1024] of a 1-D 16 kHz signal (framed as
-        :func:`~yamnet_beam.framing.frame_signal` frames it) or of ``[F, 15600]`` frames."""
-        a = np.asarray(x, dtype=np.float32)
-        if a.ndim == 2 and a.shape[1] == WINDOW_SAMPLES:
-            if self._batched is None:
-                return self.predict(a)
-            return self._batched.embed_span(a.reshape(-1), len(a), WINDOW_SAMPLES, batch)
-        if a.ndim != 1:
-            raise ValueError(f"expected a 1-D 16 kHz waveform or [F, {WINDOW_SAMPLES}] frames, got {list(a.shape)}")
-        stream = self.stream(hop_samples, batch)
-        results = [*stream.push(a), *stream.finish()]
-        return np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
-
-    def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
-        """Blocks of one signal in, results of the frames now complete out (see :class:`FrameStream`)."""
-        if self._batched is None:
-            return per_frame_stream(self.predict, hop_samples, batch)
-        return self._batched.stream(hop_samples, batch)
-
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600]."""
-        x = np.asarray(frames)
-        if x.ndim != 2 or x.shape[1] != WINDOW_SAMPLES:
-            raise ValueError(f"frames must have shape [F, {WINDOW_SAMPLES}], got {list(x.shape)}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = x.shape[0]
         scores = np.empty((n, NUM_CLASSES), dtype=np.float32)
         embeddings = np.empty((n, EMBEDDING_DIM), dtype=np.float32)
@@ -245,12 +209,95 @@ class YamnetModel:
         return scores, embeddings
 
 
-@lru_cache(maxsize=4)
-def _inference_path(model_bytes: bytes) -> str:
-    return YamnetModel(model_bytes).inference
+class YamnetModel:
+    """One model on LiteRT: per-frame ``invoke()`` (:meth:`predict`) and, where the graph allows, the
+    batched path (:meth:`embed`, :meth:`stream`). Not thread-safe: create one instance per thread.
+
+    ``batched`` (default): also build the front-end/CNN subgraphs of :mod:`.batched` when the graph
+    has the known structure and they reproduce per-frame ``invoke()`` bit for bit on probe audio
+    (:attr:`has_batched_path`). :meth:`inference` says which path :meth:`embed` and :meth:`stream`
+    take at a hop (``"batched"`` where frames share STFT rows, else ``"per_frame"``). Both give the
+    same numbers, so callers need not care.
+
+    Memory: with the batched path, the whole-model interpreter (37 MB measured) is built only to
+    verify it, once per process and model, and freed before the subgraphs are built; :meth:`predict`
+    rebuilds it if called.
+    """
+
+    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1, batched: bool = True) -> None:
+        self.info = inspect_model(model_bytes, uri)
+        self._prepared, self._num_threads, self._uri = _prepared(model_bytes), num_threads, uri
+        self._frames: _FrameInterpreter | None = None
+        self._batched: BatchedYamnet | None = None
+        key = (self.info.sha256, num_threads)
+        if batched and split.find_split(model_bytes) is not None and _verdicts.get(key, True):
+            if key in _verdicts:
+                self._batched = BatchedYamnet(model_bytes, num_threads)
+            else:
+                expected = self._frame_interpreter().predict(frame_signal(probe_signal()))
+                self._frames = None  # freed before the subgraphs are built: peak memory is one of them
+                self._batched = BatchedYamnet.create(model_bytes, expected, num_threads)
+                _verdicts[key] = self._batched is not None
+        self.has_batched_path = self._batched is not None
+        if self._batched is None:
+            self._frame_interpreter()  # built now, so that a model the runtime cannot load fails here
+
+    @classmethod
+    def from_uri(cls, uri: str, num_threads: int = 1, batched: bool = True) -> YamnetModel:
+        """Build from a path or fsspec URL; the bytes are read once per process."""
+        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads, batched=batched)
+
+    def embed(
+        self, x: np.ndarray, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [F, 521] and embeddings [F, 1024] of a 1-D 16 kHz signal (framed as
+        :func:`~yamnet_beam.framing.frame_signal` frames it) or of ``[F, 15600]`` frames."""
+        a = np.asarray(x, dtype=np.float32)
+        if a.ndim == 2 and a.shape[1] == WINDOW_SAMPLES:
+            return self.predict(a)  # frames given apart share no STFT rows: nothing to gain from the split
+        if a.ndim != 1:
+            raise ValueError(f"expected a 1-D 16 kHz waveform or [F, {WINDOW_SAMPLES}] frames, got {list(a.shape)}")
+        stream = self.stream(hop_samples, batch)
+        results = [*stream.push(a), *stream.finish()]
+        return np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
+
+    def inference(self, hop_samples: int = HOP_SAMPLES) -> str:
+        """The path :meth:`embed` and :meth:`stream` take at this hop: ``"batched"`` or ``"per_frame"``."""
+        if self._batched is not None and batches_well(self._batched.points, hop_samples):
+            return "batched"
+        return "per_frame"
+
+    def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
+        """Blocks of one signal in, results of the frames now complete out (see :class:`FrameStream`)."""
+        if self.inference(hop_samples) == "batched":
+            return self._batched.stream(hop_samples, batch)
+        return per_frame_stream(self.predict, hop_samples, batch)
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600], one
+        ``invoke()`` of the whole model per frame."""
+        x = np.asarray(frames)
+        if x.ndim != 2 or x.shape[1] != WINDOW_SAMPLES:
+            raise ValueError(f"frames must have shape [F, {WINDOW_SAMPLES}], got {list(x.shape)}")
+        return self._frame_interpreter().predict(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _frame_interpreter(self) -> _FrameInterpreter:
+        if self._frames is None:
+            self._frames = _FrameInterpreter(self._prepared, self._num_threads, self._uri)
+        return self._frames
 
 
-def inference_path(model_bytes: bytes) -> str:
-    """``"batched"`` if this runtime runs the model's batched subgraphs bit-identically to per-frame
-    ``invoke()``, else ``"per_frame"``: what :class:`YamnetModel` will do (checked once per process)."""
-    return _inference_path(bytes(model_bytes))
+# (model SHA-256, num_threads) -> whether the batched subgraphs reproduced per-frame invoke in this process
+_verdicts: dict[tuple[str, int], bool] = {}
+
+
+def inference_path(model_bytes: bytes, hop_samples: int = HOP_SAMPLES) -> str:
+    """What :meth:`YamnetModel.inference` gives for this model and hop on this runtime, ``"batched"`` or
+    ``"per_frame"``, without keeping a model (the subgraphs are checked once per process)."""
+    points = split.find_split(model_bytes)
+    if points is None or not batches_well(points, hop_samples):
+        return "per_frame"
+    key = (_prepared(model_bytes).sha256, 1)
+    if key not in _verdicts:
+        YamnetModel(model_bytes)  # verifies and records the verdict
+    return "batched" if _verdicts[key] else "per_frame"
