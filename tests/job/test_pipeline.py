@@ -277,14 +277,35 @@ def test_run_records_the_batched_path(inprocess_run):
         assert schema.read_metadata(pq.read_schema(f))["inference"] == "batched"
 
 
-@pytest.mark.parametrize("hop_seconds,path", [(0.25, "batched"), (0.4801, "per_frame")])
+def test_the_inference_path_leaves_the_fingerprint_alone(tmp_path, fixtures_dir, model_path, class_map_path):
+    """Batched or per frame, the numbers are the same: resume must treat either output as done."""
+    plans = {
+        mode: plan_run(
+            PipelineOptions(
+                _argv(
+                    fixtures_dir / "tone_1khz_16k.wav", tmp_path / mode, model_path, class_map_path, "--inference", mode
+                )
+            ).view_as(YamnetOptions)
+        )
+        for mode in ("auto", "per_frame")
+    }
+    assert plans["auto"].metadata["inference"] == "batched" and plans["per_frame"].metadata["inference"] == "per_frame"
+    assert plans["auto"].settings.fingerprint == plans["per_frame"].settings.fingerprint
+    assert plans["auto"].metadata["fingerprint"] == plans["per_frame"].metadata["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "hop_seconds,extra,path",
+    [(0.25, [], "batched"), (0.4801, [], "per_frame"), (0.48, ["--inference", "per_frame"], "per_frame")],
+)
 def test_other_hops_equal_the_direct_interpreter(
-    tmp_path, fixtures_dir, model_path, class_map_path, reference_interpreter, hop_seconds, path
+    tmp_path, fixtures_dir, model_path, class_map_path, reference_interpreter, hop_seconds, extra, path
 ):
-    """0.25 s = 25 STFT rows: batched; 7682 samples share no rows with the next frame: per-frame invoke."""
+    """0.25 s = 25 STFT rows: batched; 7682 samples share no rows with the next frame: per-frame invoke;
+    --inference per_frame forces it. The same numbers every way."""
     src = fixtures_dir / "speech_48k_stereo.flac"
     run(["--input", str(src), "--output", str(tmp_path), "--model", str(model_path), "--class_map", str(class_map_path),
-         "--hop_seconds", str(hop_seconds)])  # fmt: skip
+         "--hop_seconds", str(hop_seconds), *extra])  # fmt: skip
     t = pq.read_table(tmp_path / "frames").sort_by("frame")
     audio, _, _ = decode_file(str(src))
     ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio, round(hop_seconds * 16000)))

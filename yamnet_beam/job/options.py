@@ -64,6 +64,13 @@ class YamnetOptions(PipelineOptions):
             "call on the per-frame one.",
         )
         parser.add_argument(
+            "--inference",
+            choices=("auto", "per_frame"),
+            default="auto",
+            help="auto: the batched path (shared STFT rows, CNN in batches; bit-identical) where the model's "
+            "graph and the hop allow it, per-frame invoke elsewhere; per_frame: always one invoke per frame.",
+        )
+        parser.add_argument(
             "--row_group_rows",
             type=int,
             default=4096,

@@ -173,7 +173,8 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     try:
         model_bytes = read_model_bytes(model_uri)
         model = inspect_model(model_bytes, uri=model_uri)
-        inference = inference_path(model_bytes, hop)  # not in the fingerprint: both paths give the same numbers
+        # Not in the fingerprint: both paths give the same numbers.
+        inference = "per_frame" if opts.inference == "per_frame" else inference_path(model_bytes, hop)
     except ModelError as e:
         raise ModelError(f"--model {model_uri}: {e}") from e
     labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))

@@ -65,7 +65,7 @@ class FrameStream:
     ``infer`` computes a span (batched subgraphs, or per-frame invoke).
     """
 
-    def __init__(self, framer: StreamFramer, infer: Callable[[FrameSpan], tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, framer: StreamFramer, infer: Callable[[FrameSpan], Pair]) -> None:
         self._framer, self._infer = framer, infer
 
     @property
