@@ -32,14 +32,14 @@ from yamnet_beam.model.split import SplitPoints, build_models, find_split
 
 _LOG = logging.getLogger(__name__)
 
-# CNN patches per invoke. Measured (benchmarks/pipeline_bench.py): B = 4 and 16 equally fast (the CNN alone
-# 0.52 vs 0.54 ms/frame here, B = 1 0.56, B = 64 0.60: its activations leave cache), and B = 4 holds
-# 8 MB less activation memory per model than 16.
+# CNN patches per invoke. Measured (benchmarks/pipeline_bench.py, AVX-512): B = 4 as fast as 16 or faster
+# (the CNN alone 0.52 vs 0.54 ms/frame, B = 1 0.56, B = 64 0.60: its activations leave cache; the whole
+# batched model 1.13x vs 1.10x per-frame invoke), and B = 4 holds 8 MB less activation memory than 16.
 DEFAULT_BATCH = 4
 DEFAULT_MAX_ROWS = 2048  # front-end rows per invoke: larger blocks fall out of cache (measured slower at 4096)
 # The split pays only through STFT rows computed once for several frames. With none shared (a hop that is
 # not a multiple of the 160-sample row hop, or >= 96 rows), the stacked front end plus batched CNN measured
-# 0.93-0.94x per-frame invoke (CPU time, AVX-512) and 1.00x (AVX2): below this share, per-frame invoke runs.
+# 0.92-0.97x per-frame invoke (CPU time, AVX-512, 4 runs) and 1.00x (AVX2): below this share, per-frame runs.
 MIN_SHARED_ROWS = 0.25
 
 Pair = tuple[np.ndarray, np.ndarray]  # scores [F, 521], embeddings [F, 1024]
