@@ -74,16 +74,40 @@ class FrameBatch:
         return len(self.frames)
 
 
+@dataclass
+class FrameSpan:
+    """Consecutive frames of one signal as the samples they cover, not yet cut into windows.
+
+    Frame ``first_frame + k`` is ``samples[k * hop : k * hop + window]``, so a model that computes
+    STFT rows once for the whole span can share them between overlapping frames.
+    """
+
+    first_frame: int
+    count: int
+    samples: np.ndarray  # float32 [(count - 1) * hop + window], a view of the framer's buffer
+    hop: int
+    window: int
+
+    def frames(self) -> np.ndarray:
+        """The frames as a ``[count, window]`` float32 array (a copy: the windows overlap)."""
+        view = np.lib.stride_tricks.sliding_window_view(self.samples, self.window)[:: self.hop]
+        return np.ascontiguousarray(view, dtype=np.float32)
+
+
 class StreamFramer:
     """Frames a signal that arrives in blocks of any size, holding at most one window plus one block.
 
     Yields the same frames as :func:`frame_signal` on the concatenated signal, in batches of at most
-    ``max_batch`` frames, so that memory stays flat however long the recording is.
+    ``max_batch`` frames, so that memory stays flat however long the recording is: as
+    :class:`FrameBatch` (:meth:`push`, :meth:`finish`) or as :class:`FrameSpan` (:meth:`push_spans`,
+    :meth:`finish_spans`; valid until the next call).
     """
 
     def __init__(self, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES, max_batch: int = 256):
         if not 0 < hop <= window:
             raise ValueError(f"hop must be in (0, {window}], got {hop}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.hop, self.window, self.max_batch = hop, window, max_batch
         self._buf = np.zeros(0, dtype=np.float32)  # samples from offset self._buf_start on
         self._buf_start = 0
@@ -91,7 +115,7 @@ class StreamFramer:
         self.total_samples = 0
         self.finished = False
 
-    def _emit(self, final: bool) -> Iterator[FrameBatch]:
+    def _emit(self, final: bool) -> Iterator[FrameSpan]:
         while True:
             start = self._next_frame * self.hop - self._buf_start
             available = len(self._buf) - start
@@ -104,11 +128,9 @@ class StreamFramer:
             if count <= 0:
                 break
             need = start + (count - 1) * self.hop + self.window
-            buf = self._buf
-            if need > len(buf):
-                buf = np.concatenate([buf, np.zeros(need - len(buf), dtype=np.float32)])
-            view = np.lib.stride_tricks.sliding_window_view(buf[start:need], self.window)[:: self.hop]
-            yield FrameBatch(self._next_frame, np.ascontiguousarray(view, dtype=np.float32))
+            if need > len(self._buf):  # only when finishing: the last frames are zero-padded
+                self._buf = np.concatenate([self._buf, np.zeros(need - len(self._buf), dtype=np.float32)])
+            yield FrameSpan(self._next_frame, count, self._buf[start:need], self.hop, self.window)
             self._next_frame += count
         # Drop samples no later frame needs.
         keep_from = self._next_frame * self.hop - self._buf_start
@@ -116,17 +138,29 @@ class StreamFramer:
             self._buf = self._buf[keep_from:].copy()
             self._buf_start += keep_from
 
-    def push(self, block: np.ndarray) -> Iterator[FrameBatch]:
-        """Adds samples and yields every frame that is now complete."""
+    def push_spans(self, block: np.ndarray) -> Iterator[FrameSpan]:
+        """Adds samples and yields every span of frames that is now complete."""
+        if self.finished:
+            raise RuntimeError("push after finish: start a new StreamFramer for the next signal")
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         self.total_samples += len(block)
         self._buf = np.concatenate([self._buf, block]) if len(self._buf) else block.copy()
         yield from self._emit(final=False)
 
-    def finish(self) -> Iterator[FrameBatch]:
-        """Yields the remaining frames, the last one zero-padded (one frame even for empty input)."""
+    def finish_spans(self) -> Iterator[FrameSpan]:
+        """Yields the remaining spans, the last frame zero-padded (one frame even for empty input)."""
         self.finished = True
         yield from self._emit(final=True)
+
+    def push(self, block: np.ndarray) -> Iterator[FrameBatch]:
+        """Adds samples and yields every frame that is now complete."""
+        for span in self.push_spans(block):
+            yield FrameBatch(span.first_frame, span.frames())
+
+    def finish(self) -> Iterator[FrameBatch]:
+        """Yields the remaining frames, the last one zero-padded (one frame even for empty input)."""
+        for span in self.finish_spans():
+            yield FrameBatch(span.first_frame, span.frames())
 
     @property
     def frames_emitted(self) -> int:

@@ -160,7 +160,11 @@ def test_similar_to_a_copy_embedded_on_the_fly_finds_the_same_frame(scene, out, 
     res = similar.similar(out, vec, k=5)
     assert res["path"][0].as_py() == scene["scene"]
     _, emb = _frames_numpy(scene["out"], scene["scene"])
-    np.testing.assert_allclose(vec.vector, emb[frame], rtol=1e-5, atol=1e-6)  # same model, same framing
+    np.testing.assert_array_equal(vec.vector, emb[frame])  # same model, same framing: bit for bit
+    whole = similar.file_vector(out, *similar.parse_file_ref(str(copy)))  # all its frames, batched now
+    stored = similar.file_vector(out, *similar.parse_file_ref(scene["scene"]))  # read from the output
+    assert "embedded now" in whole.source and "embedded now" not in stored.source
+    np.testing.assert_array_equal(whole.vector, stored.vector)
     assert res["similarity"][0].as_py() == pytest.approx(1.0, abs=1e-5)
     sims = res["similarity"].to_numpy()
     assert np.all(np.diff(sims) <= 0)

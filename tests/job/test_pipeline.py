@@ -264,8 +264,56 @@ def test_pipeline_equals_direct_interpreter(inprocess_run, audio_dir, reference_
     ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio))
     scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
     emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
-    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
-    np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
+    np.testing.assert_array_equal(scores, ref_scores)  # bit for bit: the batched path changes nothing
+    np.testing.assert_array_equal(emb, ref_emb)
+
+
+def test_run_records_the_batched_path(inprocess_run):
+    """The real model runs batched; manifest.json and every table's key-value metadata say so."""
+    out, _ = inprocess_run
+    assert json.loads((out / "manifest.json").read_text())["inference"] == "batched"
+    for table in ("frames", "files"):
+        f = next((out / table).glob("*.parquet"))
+        assert schema.read_metadata(pq.read_schema(f))["inference"] == "batched"
+
+
+def test_the_inference_path_leaves_the_fingerprint_alone(tmp_path, fixtures_dir, model_path, class_map_path):
+    """Batched or per frame, the numbers are the same: resume must treat either output as done."""
+    plans = {
+        mode: plan_run(
+            PipelineOptions(
+                _argv(
+                    fixtures_dir / "tone_1khz_16k.wav", tmp_path / mode, model_path, class_map_path, "--inference", mode
+                )
+            ).view_as(YamnetOptions)
+        )
+        for mode in ("auto", "per_frame")
+    }
+    assert plans["auto"].metadata["inference"] == "batched" and plans["per_frame"].metadata["inference"] == "per_frame"
+    assert plans["auto"].settings.fingerprint == plans["per_frame"].settings.fingerprint
+    assert plans["auto"].metadata["fingerprint"] == plans["per_frame"].metadata["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "hop_seconds,extra,path",
+    [(0.25, [], "batched"), (0.4801, [], "per_frame"), (0.48, ["--inference", "per_frame"], "per_frame")],
+)
+def test_other_hops_equal_the_direct_interpreter(
+    tmp_path, fixtures_dir, model_path, class_map_path, reference_interpreter, hop_seconds, extra, path
+):
+    """0.25 s = 25 STFT rows: batched; 7682 samples share no rows with the next frame: per-frame invoke;
+    --inference per_frame forces it. The same numbers every way."""
+    src = fixtures_dir / "speech_48k_stereo.flac"
+    run(["--input", str(src), "--output", str(tmp_path), "--model", str(model_path), "--class_map", str(class_map_path),
+         "--hop_seconds", str(hop_seconds), *extra])  # fmt: skip
+    t = pq.read_table(tmp_path / "frames").sort_by("frame")
+    audio, _, _ = decode_file(str(src))
+    ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio, round(hop_seconds * 16000)))
+    np.testing.assert_array_equal(t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521), ref_scores)
+    np.testing.assert_array_equal(
+        t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024), ref_emb
+    )
+    assert json.loads((tmp_path / "manifest.json").read_text())["inference"] == path
 
 
 def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, class_map_path):
@@ -296,6 +344,7 @@ def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, clas
     np.testing.assert_array_equal(emb, frames[:, :1024])
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["model_kind"] == "variable"
+    assert manifest["inference"] == "per_frame"  # a graph without the known front end/CNN structure
 
 
 def test_progress_counts_committed_parts(tmp_path):

@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from yamnet_beam import framing
-from yamnet_beam.job.runinference import PerThreadYamnet, YamnetModelHandler, to_frames
+from yamnet_beam.job.runinference import PerThreadYamnet, YamnetModelHandler, check_example
 from yamnet_beam.model import YamnetModel
 
 
@@ -80,7 +80,7 @@ def test_per_thread_model_gives_each_thread_its_own_interpreter(model_path, wave
 
 def test_bad_examples_and_args(model_path):
     with pytest.raises(ValueError, match="1-D 16 kHz mono waveform"):
-        to_frames(np.zeros((2, 100), np.float32))
+        check_example(np.zeros((2, 100), np.float32))
     handler = YamnetModelHandler(str(model_path))
     with pytest.raises(ValueError, match="inference_args"):
         list(handler.run_inference([np.zeros(16000, np.float32)], handler.load_model(), {"x": 1}))

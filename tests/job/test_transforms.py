@@ -152,8 +152,22 @@ def test_real_model_equals_direct_interpreter(fixtures_dir, model_path, tmp_path
         interp.invoke()
         expected.append(interp.get_tensor(out)[0].copy())
     got = table.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
-    np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
+    np.testing.assert_array_equal(got, np.stack(expected))  # bit for bit, batched in --frames_per_batch 5
     assert table.column("top_label").to_pylist() == [LABELS[i] for i in np.stack(expected).argmax(axis=1)]
+
+
+def test_workers_run_the_inference_path_the_launcher_recorded(model_path, tmp_path):
+    """The launcher records "batched"/"per_frame"; a worker follows it, and refuses a path it cannot run."""
+    from tests.support import tflite_builder
+    from yamnet_beam.model import ModelError
+
+    assert ModelLoader(str(model_path), inference="batched").load().inference() == "batched"
+    assert ModelLoader(str(model_path), inference="per_frame").load().inference() == "per_frame"
+    tiny = tmp_path / "tiny.tflite"
+    tiny.write_bytes(tflite_builder.fixed_model())  # no front end/CNN structure: per frame only
+    assert ModelLoader(str(tiny)).load().inference() == "per_frame"
+    with pytest.raises(ModelError, match="the launcher runs it batched, but this worker .* cannot build"):
+        ModelLoader(str(tiny), inference="batched").load()
 
 
 def test_files_opened_ahead_leave_no_thread_behind(fixtures_dir, tmp_path, no_leaked_threads):

@@ -124,13 +124,15 @@ def _embed_file(out: Output, file: str, seconds: float | None, model_uri: str | 
         signal, _, _ = decode_file(file)
     except AudioDecodeError as e:
         raise QueryError(f"--to {file}: not in the output, and it cannot be decoded to embed it: {e}") from e
-    frames = framing.frame_signal(signal, out.hop_samples)
+    model = YamnetModel.from_uri(uri)  # batched where the graph allows: the same numbers as the job's
     if seconds is not None:
-        i = frame_at(seconds, len(frames), out.hop_samples)
-        frames, what = frames[i : i + 1], f"{file} frame {i} (embedded now)"
+        i = frame_at(seconds, framing.num_frames(len(signal), out.hop_samples), out.hop_samples)
+        start = i * out.hop_samples
+        _, emb = model.embed(framing.frame_signal(signal[start : start + framing.WINDOW_SAMPLES]))  # one frame
+        what = f"{file} frame {i} (embedded now)"
     else:
-        what = f"{file} (mean of {len(frames)} frames, embedded now)"
-    _, emb = YamnetModel.from_uri(uri).predict(frames)
+        _, emb = model.embed(signal, out.hop_samples)
+        what = f"{file} (mean of {len(emb)} frames, embedded now)"
     return QueryVector(emb.mean(axis=0, dtype=np.float64).astype(np.float32), what)
 
 

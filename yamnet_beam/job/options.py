@@ -6,6 +6,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
 from yamnet_beam.job.schema import EMBEDDING_DTYPES
+from yamnet_beam.model.batched import DEFAULT_BATCH
 
 
 class OptionsError(ValueError):
@@ -58,8 +59,16 @@ class YamnetOptions(PipelineOptions):
         parser.add_argument(
             "--frames_per_batch",
             type=int,
-            default=256,
-            help="Frames per model call batch and per emitted Arrow batch.",
+            default=DEFAULT_BATCH,
+            help=f"Frames per CNN invoke on the batched path (default {DEFAULT_BATCH}, measured best), per model "
+            "call on the per-frame one.",
+        )
+        parser.add_argument(
+            "--inference",
+            choices=("auto", "per_frame"),
+            default="auto",
+            help="auto: the batched path (shared STFT rows, CNN in batches; bit-identical) where the model's "
+            "graph and the hop allow it, per-frame invoke elsewhere; per_frame: always one invoke per frame.",
         )
         parser.add_argument(
             "--row_group_rows",

@@ -33,7 +33,7 @@ from yamnet_beam.job.inputs import InputFile, match_inputs, with_identity
 from yamnet_beam.job.options import OptionsError, YamnetOptions
 from yamnet_beam.job.parts import TMP_DIR, OutputDir, Part, fingerprint, plan_parts, plan_resume
 from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
-from yamnet_beam.model import ModelError, ModelInfo, inspect_model, read_model_bytes
+from yamnet_beam.model import ModelError, ModelInfo, inference_path, inspect_model, read_model_bytes
 from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
 from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
 from yamnet_beam.uris import absolute_uri, display_path
@@ -182,7 +182,10 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     inputs = match_inputs(opts.input or [])
     model_uri = absolute_uri(opts.model or default_model_uri())
     try:
-        model = inspect_model(read_model_bytes(model_uri), uri=model_uri)
+        model_bytes = read_model_bytes(model_uri)
+        model = inspect_model(model_bytes, uri=model_uri)
+        # Not in the fingerprint: both paths give the same numbers.
+        inference = "per_frame" if opts.inference == "per_frame" else inference_path(model_bytes, hop)
     except ModelError as e:
         raise ModelError(f"--model {model_uri}: {e}") from e
     labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
@@ -224,6 +227,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "fingerprint": fp,
         "model_uri": model.uri,
         "model_kind": model.kind,
+        "inference": inference,
         "labels_source": labels.source,
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
@@ -249,7 +253,8 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
         | "PlannedParts" >> beam.Create(plan.parts)
         | "EmbedAudio"
         >> EmbedAudioParts(
-            model_loader or ModelLoader(plan.model.uri, expected_sha256=plan.model.sha256),
+            model_loader
+            or ModelLoader(plan.model.uri, expected_sha256=plan.model.sha256, inference=plan.metadata["inference"]),
             plan.labels.names,
             frames_schema,
             schema.files_schema(plan.metadata),

@@ -7,7 +7,10 @@
     # each result: PredictionResult(example, {"scores": [F, 521], "embeddings": [F, 1024]}, model_id)
 
 Each example is either one 16 kHz mono float waveform (1-D; it is framed exactly as the main job
-frames it: 0.975 s windows every ``hop_seconds``) or a ``[F, 15600]`` batch of frames.
+frames it: 0.975 s windows every ``hop_seconds``) or a ``[F, 15600]`` batch of frames. Like the main
+job it runs the model batched (:meth:`~yamnet_beam.model.YamnetModel.embed`: shared STFT rows, the
+CNN over ``frames_per_batch`` frames per invoke) where the graph allows, with the same numbers as
+per-frame ``invoke()``.
 
 Threads: RunInference loads the model once per *process* and hands the same object to every
 thread running the DoFn (``beam.utils.shared.Shared``), and with ``large_model``/``model_copies``
@@ -27,7 +30,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from yamnet_beam import framing
-from yamnet_beam.model import ModelInfo, YamnetModel
+from yamnet_beam.model import DEFAULT_BATCH, ModelInfo, YamnetModel
 
 
 class PerThreadYamnet:
@@ -47,16 +50,20 @@ class PerThreadYamnet:
         return m
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [F, 521] and embeddings [F, 1024] for frames [F, 15600], on this thread's interpreter."""
+        """Scores [F, 521] and embeddings [F, 1024] for frames [F, 15600], per-frame invoke on this thread's model."""
         return self.model().predict(frames)
 
+    def embed(
+        self, example: np.ndarray, hop_samples: int = framing.HOP_SAMPLES, batch: int = DEFAULT_BATCH
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`YamnetModel.embed` (batched where possible) on this thread's model."""
+        return self.model().embed(example, hop_samples, batch)
 
-def to_frames(example: np.ndarray, hop_samples: int = framing.HOP_SAMPLES) -> np.ndarray:
-    """An example as ``[F, 15600]`` frames: a 1-D waveform is framed like the main job; 2-D passes through."""
+
+def check_example(example: np.ndarray) -> np.ndarray:
+    """An example as an array: a 1-D 16 kHz mono waveform or ``[F, 15600]`` frames, else a ValueError."""
     x = np.asarray(example)
-    if x.ndim == 1:
-        return framing.frame_signal(x, hop_samples)
-    if x.ndim == 2 and x.shape[1] == framing.WINDOW_SAMPLES:
+    if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == framing.WINDOW_SAMPLES):
         return x
     raise ValueError(
         f"a YAMNet example is a 1-D 16 kHz mono waveform or a [F, {framing.WINDOW_SAMPLES}] frame batch, "
@@ -72,13 +79,18 @@ class YamnetModelHandler(ModelHandler[np.ndarray, PredictionResult, PerThreadYam
         model_uri: str,
         hop_seconds: float = framing.HOP_SAMPLES / framing.SAMPLE_RATE,
         num_threads: int = 1,
+        frames_per_batch: int = DEFAULT_BATCH,
         **kwargs: Any,
     ) -> None:
-        """``kwargs`` go to :class:`ModelHandler` (e.g. ``max_batch_size``, ``large_model``)."""
+        """``frames_per_batch``: frames per CNN invoke; ``kwargs`` go to :class:`ModelHandler` (e.g.
+        ``max_batch_size``, examples per call, or ``large_model``)."""
         super().__init__(**kwargs)
+        if frames_per_batch < 1:
+            raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}")
         self._model_uri = model_uri
         self._hop = framing.hop_samples_from_seconds(hop_seconds)
         self._num_threads = num_threads
+        self._batch = frames_per_batch
 
     def load_model(self) -> PerThreadYamnet:
         return PerThreadYamnet(self._model_uri, self._num_threads)
@@ -95,17 +107,10 @@ class YamnetModelHandler(ModelHandler[np.ndarray, PredictionResult, PerThreadYam
     ) -> Iterable[PredictionResult]:
         if inference_args:
             raise ValueError(f"YamnetModelHandler takes no inference_args, got {sorted(inference_args)}")
-        frames = [to_frames(x, self._hop) for x in batch]
-        # One predict over the whole batch: the interpreter runs frame by frame anyway, and this keeps
-        # the per-call overhead at one per batch.
-        scores, embeddings = model.predict(np.concatenate(frames) if len(frames) > 1 else frames[0])
-        at = 0
-        for example, f in zip(batch, frames, strict=True):
-            n = len(f)
-            yield PredictionResult(
-                example, {"scores": scores[at : at + n], "embeddings": embeddings[at : at + n]}, self._model_uri
-            )
-            at += n
+        examples = [check_example(x) for x in batch]  # all checked before any runs
+        for example, x in zip(batch, examples, strict=True):
+            scores, embeddings = model.embed(x, self._hop, self._batch)
+            yield PredictionResult(example, {"scores": scores, "embeddings": embeddings}, self._model_uri)
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return sum(int(np.asarray(x).nbytes) for x in batch)

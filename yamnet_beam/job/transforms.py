@@ -26,6 +26,7 @@ from yamnet_beam.audio import AudioDecodeError, AudioInfo, open_audio, segment_q
 from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile, with_identity
 from yamnet_beam.job.parts import Part, PartWriter, Segment, long_file_part_id
+from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
 from yamnet_beam.uris import display_path
 
 _LOG = logging.getLogger(__name__)
@@ -33,7 +34,11 @@ METRICS_NAMESPACE = "yamnet_beam"
 
 
 class FrameModel(Protocol):
-    """What the pipeline needs of a model: ``[F, 15600]`` float32 frames in, scores and embeddings out."""
+    """What the pipeline needs of a model: ``[F, 15600]`` float32 frames in, scores and embeddings out.
+
+    A model that also has ``stream(hop, batch)`` (:class:`~yamnet_beam.model.YamnetModel`) is run
+    through it, batched where its graph allows; see :func:`yamnet_beam.model.open_stream`.
+    """
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -46,21 +51,30 @@ class ModelLoader:
     interpreter because interpreters are not thread-safe.
     """
 
-    def __init__(self, uri: str, num_threads: int = 1, expected_sha256: str | None = None):
+    def __init__(
+        self, uri: str, num_threads: int = 1, expected_sha256: str | None = None, inference: str | None = None
+    ):
         self.uri = uri
         self.num_threads = num_threads
         self.expected_sha256 = expected_sha256
+        self.inference = inference  # "batched" / "per_frame" as the launcher found it; None: whatever works here
 
     def load(self) -> FrameModel:
         from yamnet_beam.model import ModelError, YamnetModel
 
-        model = YamnetModel.from_uri(self.uri, num_threads=self.num_threads)
+        model = YamnetModel.from_uri(self.uri, num_threads=self.num_threads, batched=self.inference != "per_frame")
         # The launcher checked the model and stamped its SHA-256 on every table: a worker that sees
         # other bytes at that URI (replaced mid-run, another node's copy) must not write rows.
         if self.expected_sha256 and model.info.sha256 != self.expected_sha256:
             raise ModelError(
                 f"{self.uri} changed since the job started: SHA-256 {model.info.sha256}, expected "
                 f"{self.expected_sha256}; give workers the same model file"
+            )
+        # ... and recorded which inference path runs: a worker whose runtime cannot run it must not either.
+        if self.inference == "batched" and not model.has_batched_path:
+            raise ModelError(
+                f"{self.uri}: the launcher runs it batched, but this worker ({model.info.runtime}) cannot build "
+                "batched subgraphs bit-identical to per-frame invoke; give workers the launcher's LiteRT version"
             )
         return model
 
@@ -71,7 +85,7 @@ class EmbedSettings:
 
     hop_samples: int = framing.HOP_SAMPLES
     block_seconds: float = 10.0
-    frames_per_batch: int = 256
+    frames_per_batch: int = DEFAULT_BATCH  # frames per CNN invoke (batched path), per predict() call otherwise
     row_group_rows: int = 4096
     decode_timeout_s: float | None = None
     max_duration_s: float | None = None
@@ -198,17 +212,21 @@ class _ModelFn(_OutputFn):
             if info is not None:
                 Metrics.distribution(METRICS_NAMESPACE, "model_bytes").update(info.size_bytes)
 
+    def _frame_stream(self) -> FrameStream:
+        """A fresh stream of the model for one file or segment, ``--frames_per_batch`` frames per CNN invoke."""
+        return open_stream(self._model, self._settings.hop_samples, self._settings.frames_per_batch)
+
     def _stream_frames(
         self,
         path: str,
         stream,
-        framer: framing.StreamFramer,
+        frames: FrameStream,
         writer: PartWriter,
         first_frame: int,
         start_sample: int,
         finish: bool,
     ) -> None:
-        """Frames the stream's blocks into ``writer`` (``finish``: pad and flush the last frames at the end)."""
+        """Runs the stream's blocks through the model into ``writer`` (``finish``: pad and flush the last frames)."""
         blocks = stream.blocks()
         while True:
             t0 = time.perf_counter()
@@ -216,18 +234,40 @@ class _ModelFn(_OutputFn):
             self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
             if block is None and not finish:
                 return
-            for batch in framer.finish() if block is None else framer.push(block):
-                writer.add(self._frames_table(path, batch, first_frame, start_sample + framer.total_samples))
+            self._write_results(
+                path,
+                frames.finish() if block is None else frames.push(block),
+                frames,
+                writer,
+                first_frame,
+                start_sample,
+            )
             if block is None:
                 return
 
-    def _frames_table(self, path: str, batch: framing.FrameBatch, first_frame: int, total_samples: int) -> pa.Table:
-        """Runs the model on a batch of frames; ``first_frame`` offsets a segment's numbering."""
+    def _write_results(
+        self,
+        path: str,
+        results: Iterator[FrameResults],
+        frames: FrameStream,
+        writer: PartWriter,
+        first_frame: int,
+        start_sample: int,
+    ) -> None:
+        """Adds the frames ``results`` yields to ``writer``; the model runs inside ``next()``, timed as inference."""
+        while True:
+            t0 = time.perf_counter()
+            batch = next(results, None)
+            self._infer_ms.inc(int((time.perf_counter() - t0) * 1000))
+            if batch is None:
+                return
+            writer.add(self._frames_table(path, batch, first_frame, start_sample + frames.total_samples))
+
+    def _frames_table(self, path: str, batch: FrameResults, first_frame: int, total_samples: int) -> pa.Table:
+        """A batch of model results as frames rows; ``first_frame`` offsets a segment's numbering."""
         hop = self._settings.hop_samples
         index = first_frame + batch.first_frame
         t0 = time.perf_counter()
-        scores, embeddings = self._model.predict(batch.frames)
-        t1 = time.perf_counter()
         start_s, end_s = framing.frame_times(index, len(batch), hop)
         valid = framing.valid_samples(index, len(batch), total_samples, hop)
         table = schema.frames_table(
@@ -237,13 +277,12 @@ class _ModelFn(_OutputFn):
             start_s,
             end_s,
             valid,
-            scores,
-            embeddings,
+            batch.scores,
+            batch.embeddings,
             self._labels,
-            _head_columns(self._head, embeddings),
+            _head_columns(self._head, batch.embeddings),
         )
-        self._infer_ms.inc(int((t1 - t0) * 1000))
-        self._build_ms.inc(int((time.perf_counter() - t1) * 1000))
+        self._build_ms.inc(int((time.perf_counter() - t0) * 1000))
         return table
 
 
@@ -341,7 +380,7 @@ class _EmbedPartFn(_ModelFn):
         item, opened_stream = opened if opened is not None else self._open(item)
         path = display_path(item.path)
         identity = _identity(item, s.fingerprint, part_id)
-        framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
+        framer = self._frame_stream()
         before = writer.rows_added
         info = None
         stream = None
@@ -358,8 +397,7 @@ class _EmbedPartFn(_ModelFn):
         except AudioDecodeError as e:
             try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
                 if framer.total_samples and not framer.finished:
-                    for batch in framer.finish():
-                        writer.add(self._frames_table(path, batch, 0, framer.total_samples))
+                    self._write_results(path, framer.finish(), framer, writer, 0, 0)
             except Exception:
                 _LOG.exception("Could not keep the frames decoded before the failure of %s", path)
             return self._error_row(path, identity, info, stream, writer.rows_added - before, e.kind, str(e))
@@ -399,7 +437,7 @@ class _EmbedSegmentFn(_ModelFn):
         s = self._settings
         path = display_path(seg.file.path)
         writer = self._writer(seg.frames_name)
-        framer = framing.StreamFramer(s.hop_samples, framing.WINDOW_SAMPLES, s.frames_per_batch)
+        framer = self._frame_stream()
         result: dict[str, Any] = {"index": seg.index, "count": seg.count, "error_kind": None, "error": None}
         stream = None
         try:

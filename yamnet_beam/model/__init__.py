@@ -1,31 +1,40 @@
 """Model: the YAMNet TFLite model as data and as a function from frames to scores and embeddings.
 
 Owns reading and rewriting the flatbuffer (:mod:`.graph`: validation, the structural search for the
-embedding), running it with LiteRT, one interpreter per thread (:mod:`.runtime`), the 521 class names
+embedding), the LiteRT binding (:mod:`.litert`), running it, one model per thread (:mod:`.runtime`),
+the batched path (:mod:`.split` finds and cuts the front end and the CNN, :mod:`.batched` runs them
+over shared STFT rows and batches of patches, bit-identical to per-frame invoke), the 521 class names
 (:mod:`.labels`) and fetching the official files (:mod:`.download`). May import
 :mod:`yamnet_beam.framing` and :mod:`yamnet_beam.uris` only: no Beam, no DuckDB, no audio decoding,
 so a notebook can embed frames without them.
 """
 
+from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
 from yamnet_beam.model.graph import DOWNLOAD_HINT, EMBEDDING_DIM, NUM_CLASSES, ModelError
 from yamnet_beam.model.runtime import (
     ModelInfo,
     YamnetModel,
     clear_model_cache,
     expose_embedding,
+    inference_path,
     inspect_model,
     read_model_bytes,
 )
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DOWNLOAD_HINT",
     "EMBEDDING_DIM",
     "NUM_CLASSES",
+    "FrameResults",
+    "FrameStream",
     "ModelError",
     "ModelInfo",
     "YamnetModel",
     "clear_model_cache",
     "expose_embedding",
+    "inference_path",
     "inspect_model",
+    "open_stream",
     "read_model_bytes",
 ]

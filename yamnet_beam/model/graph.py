@@ -104,30 +104,33 @@ def parse(model_bytes: bytes) -> Any:
     return model
 
 
-def _dims(tensor: Any) -> list[int]:
+def dims(tensor: Any) -> list[int]:
+    """A tensor's shape, -1 for dynamic dims (from its shape signature when it has one)."""
     sig = tensor.shapeSignature
     shape = sig if sig is not None and len(sig) else tensor.shape
     return [] if shape is None else [int(d) for d in shape]
 
 
-def _name(tensor: Any) -> str:
+def tensor_name(tensor: Any) -> str:
+    """A tensor's name as text."""
     n = tensor.name
     return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n or "")
 
 
 def _describe(tensor: Any) -> str:
-    return f"{_name(tensor)!r} {_dims(tensor)} {_type_names().get(tensor.type, tensor.type)}"
+    return f"{tensor_name(tensor)!r} {dims(tensor)} {_type_names().get(tensor.type, tensor.type)}"
 
 
 def _per_frame_width(tensor: Any) -> int | None:
     """Last dim if all leading dims are batch-like (1 or dynamic), else None."""
-    dims = _dims(tensor)
-    if not dims or any(d not in (1, -1) for d in dims[:-1]):
+    shape = dims(tensor)
+    if not shape or any(d not in (1, -1) for d in shape[:-1]):
         return None
-    return dims[-1]
+    return shape[-1]
 
 
-def _op_name(model: Any, op: Any) -> str:
+def op_name(model: Any, op: Any) -> str:
+    """An operator's builtin name, e.g. ``"CONV_2D"`` (``"OP<code>"`` for codes this schema does not name)."""
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     return _op_names().get(builtin, f"OP{builtin}")
@@ -146,10 +149,10 @@ def analyse(model: Any) -> Graph:
             f"a YAMNet model takes float32 [1, {WINDOW_SAMPLES}] or [-1]. {DOWNLOAD_HINT}"
         )
     inp = tensors[inputs[0]]
-    dims = _dims(inp)
-    if inp.type == float32 and dims == [-1]:
+    shape = dims(inp)
+    if inp.type == float32 and shape == [-1]:
         kind = "variable"
-    elif inp.type == float32 and dims and dims[-1] == WINDOW_SAMPLES and all(d in (1, -1) for d in dims[:-1]):
+    elif inp.type == float32 and shape and shape[-1] == WINDOW_SAMPLES and all(d in (1, -1) for d in shape[:-1]):
         kind = "fixed"
     else:
         raise ModelError(
@@ -159,7 +162,7 @@ def analyse(model: Any) -> Graph:
 
     out_desc = ", ".join(_describe(tensors[i]) for i in outputs) or "none"
     scores = next((i for i in outputs if _per_frame_width(tensors[i]) == NUM_CLASSES), None)
-    if scores is None and any(_name(tensors[i]) == CUSTOM_SCORES_TENSOR for i in outputs):
+    if scores is None and any(tensor_name(tensors[i]) == CUSTOM_SCORES_TENSOR for i in outputs):
         raise ModelError(
             f"this model's only output is a custom head's scores (outputs: {out_desc}): it was exported with "
             "`yamnet-beam export --custom_only`, for devices. The pipeline needs YAMNet's scores and embedding: "
@@ -172,7 +175,7 @@ def analyse(model: Any) -> Graph:
         )
     emb_out = next((i for i in outputs if _per_frame_width(tensors[i]) == EMBEDDING_DIM), None)
     if emb_out is not None:
-        return Graph(kind, inputs[0], scores, emb_out, True, _name(tensors[emb_out]))
+        return Graph(kind, inputs[0], scores, emb_out, True, tensor_name(tensors[emb_out]))
 
     producer = {}
     for op in sg.operators or []:
@@ -185,7 +188,7 @@ def analyse(model: Any) -> Graph:
         op = producer.get(idx)
         if op is None:
             break
-        name = _op_name(model, op)
+        name = op_name(model, op)
         if name == "FULLY_CONNECTED":
             fc = op
             break
@@ -205,7 +208,7 @@ def analyse(model: Any) -> Graph:
                     break
                 fallback = idx if fallback is None else fallback
             op = producer.get(idx)
-            if op is None or _op_name(model, op) not in _EMBEDDING_PASSTHROUGH:
+            if op is None or op_name(model, op) not in _EMBEDDING_PASSTHROUGH:
                 break
             idx = int(op.inputs[0])
         emb = emb if emb is not None else fallback
@@ -215,7 +218,7 @@ def analyse(model: Any) -> Graph:
             f"is not computed by a fully-connected layer over a {EMBEDDING_DIM}-wide tensor, and no "
             f"output is {EMBEDDING_DIM} wide. {DOWNLOAD_HINT}"
         )
-    return Graph(kind, inputs[0], scores, emb, False, _name(tensors[emb]))
+    return Graph(kind, inputs[0], scores, emb, False, tensor_name(tensors[emb]))
 
 
 # --------------------------------------------------------------------------------------------

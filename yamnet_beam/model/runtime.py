@@ -1,5 +1,5 @@
-"""Running YAMNet with LiteRT: the model bytes (read once per process), one interpreter per
-:class:`YamnetModel` (not thread-safe: one per thread), scores and embeddings per frame.
+"""Running YAMNet with LiteRT: the model bytes (read once per process), one :class:`YamnetModel` per
+thread (interpreters are not thread-safe), scores and embeddings per frame or batched (:mod:`.batched`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from yamnet_beam.framing import WINDOW_SAMPLES
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, frame_signal
+from yamnet_beam.model import split
+from yamnet_beam.model.batched import (
+    DEFAULT_BATCH,
+    BatchedYamnet,
+    FrameStream,
+    batches_well,
+    per_frame_stream,
+    probe_signal,
+)
 from yamnet_beam.model.graph import (
     DOWNLOAD_HINT,
     EMBEDDING_DIM,
@@ -27,6 +35,7 @@ from yamnet_beam.model.graph import (
     pack,
     parse,
 )
+from yamnet_beam.model.litert import make_interpreter, runtime_name
 from yamnet_beam.uris import local_or_url
 
 
@@ -69,6 +78,8 @@ def clear_model_cache() -> None:
     with _bytes_lock:
         _bytes_cache.clear()
     _prepare.cache_clear()
+    _verdicts.clear()
+    split.clear_cache()
 
 
 def _read_uri(uri: str) -> bytes:
@@ -84,35 +95,6 @@ def _read_uri(uri: str) -> bytes:
         raise ModelError(f"model path is a directory, not a .tflite file: {uri}") from e
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(f"could not read model {uri}: {e}") from e
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _interpreter_class() -> tuple[type, str]:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, f"ai-edge-litert {_version('ai-edge-litert')}"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-
-        return Interpreter, f"tflite-runtime {_version('tflite-runtime')}"
-    except ImportError as e:
-        raise ModelError("no TFLite interpreter is installed: pip install ai-edge-litert") from e
-
-
-def _runtime_name() -> str:
-    try:
-        return _interpreter_class()[1]
-    except ModelError:
-        return "unavailable (pip install ai-edge-litert)"
 
 
 @dataclass(frozen=True)
@@ -165,7 +147,7 @@ def inspect_model(model_bytes: bytes, uri: str = "") -> ModelInfo:
         embedding_dim=EMBEDDING_DIM,
         embedding_tensor=p.graph.embedding_name,
         embedded_labels=p.labels,
-        runtime=_runtime_name(),
+        runtime=runtime_name(),
         embedded_labels_file=p.labels_file,
     )
 
@@ -196,21 +178,16 @@ def _output_reader(interp: Any, index: int, width: int) -> Callable[[np.ndarray]
     return read
 
 
-class YamnetModel:
-    """One interpreter over one model. Not thread-safe: create one instance per thread."""
+class _FrameInterpreter:
+    """The whole model on one interpreter, one ``invoke()`` per [1, 15600] frame."""
 
-    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1) -> None:
-        self.info = inspect_model(model_bytes, uri)
-        prepared = _prepared(model_bytes)
+    def __init__(self, prepared: _Prepared, num_threads: int, uri: str) -> None:
         graph = prepared.graph
-        interpreter_cls, _ = _interpreter_class()
+        interp = make_interpreter(prepared.runnable, num_threads, uri or "the model")
         try:
-            interp = interpreter_cls(model_content=prepared.runnable, num_threads=num_threads)
             if graph.kind == "variable":
                 interp.resize_tensor_input(graph.input_index, [WINDOW_SAMPLES])
             interp.allocate_tensors()
-        except ModelError:
-            raise
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"the TFLite runtime could not load {uri or 'the model'}: {e}") from e
         self._interp = interp
@@ -218,17 +195,7 @@ class YamnetModel:
         self._read_scores = _output_reader(interp, graph.scores_index, NUM_CLASSES)
         self._read_embedding = _output_reader(interp, graph.embedding_index, EMBEDDING_DIM)
 
-    @classmethod
-    def from_uri(cls, uri: str, num_threads: int = 1) -> YamnetModel:
-        """Build from a path or fsspec URL; the bytes are read once per process."""
-        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads)
-
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600]."""
-        x = np.asarray(frames)
-        if x.ndim != 2 or x.shape[1] != WINDOW_SAMPLES:
-            raise ValueError(f"frames must have shape [F, {WINDOW_SAMPLES}], got {list(x.shape)}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = x.shape[0]
         scores = np.empty((n, NUM_CLASSES), dtype=np.float32)
         embeddings = np.empty((n, EMBEDDING_DIM), dtype=np.float32)
@@ -240,3 +207,97 @@ class YamnetModel:
             self._read_scores(scores[i])
             self._read_embedding(embeddings[i])
         return scores, embeddings
+
+
+class YamnetModel:
+    """One model on LiteRT: per-frame ``invoke()`` (:meth:`predict`) and, where the graph allows, the
+    batched path (:meth:`embed`, :meth:`stream`). Not thread-safe: create one instance per thread.
+
+    ``batched`` (default): also build the front-end/CNN subgraphs of :mod:`.batched` when the graph
+    has the known structure and they reproduce per-frame ``invoke()`` bit for bit on probe audio
+    (:attr:`has_batched_path`). :meth:`inference` says which path :meth:`embed` and :meth:`stream`
+    take at a hop (``"batched"`` where frames share STFT rows, else ``"per_frame"``). Both give the
+    same numbers, so callers need not care.
+
+    Memory: with the batched path, the whole-model interpreter (37 MB measured) is built only to
+    verify it, once per process and model, and freed before the subgraphs are built; :meth:`predict`
+    rebuilds it if called.
+    """
+
+    def __init__(self, model_bytes: bytes, uri: str = "", num_threads: int = 1, batched: bool = True) -> None:
+        self.info = inspect_model(model_bytes, uri)
+        self._prepared, self._num_threads, self._uri = _prepared(model_bytes), num_threads, uri
+        self._frames: _FrameInterpreter | None = None
+        self._batched: BatchedYamnet | None = None
+        key = (self.info.sha256, num_threads)
+        if batched and split.find_split(model_bytes) is not None and _verdicts.get(key, True):
+            if key in _verdicts:
+                self._batched = BatchedYamnet(model_bytes, num_threads)
+            else:
+                expected = self._frame_interpreter().predict(frame_signal(probe_signal()))
+                self._frames = None  # freed before the subgraphs are built: peak memory is one of them
+                self._batched = BatchedYamnet.create(model_bytes, expected, num_threads)
+                _verdicts[key] = self._batched is not None
+        self.has_batched_path = self._batched is not None
+        if self._batched is None:
+            self._frame_interpreter()  # built now, so that a model the runtime cannot load fails here
+
+    @classmethod
+    def from_uri(cls, uri: str, num_threads: int = 1, batched: bool = True) -> YamnetModel:
+        """Build from a path or fsspec URL; the bytes are read once per process."""
+        return cls(read_model_bytes(uri), uri=uri, num_threads=num_threads, batched=batched)
+
+    def embed(
+        self, x: np.ndarray, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [F, 521] and embeddings [F, 1024] of a 1-D 16 kHz signal (framed as
+        :func:`~yamnet_beam.framing.frame_signal` frames it) or of ``[F, 15600]`` frames."""
+        a = np.asarray(x, dtype=np.float32)
+        if a.ndim == 2 and a.shape[1] == WINDOW_SAMPLES:
+            return self.predict(a)  # frames given apart share no STFT rows: nothing to gain from the split
+        if a.ndim != 1:
+            raise ValueError(f"expected a 1-D 16 kHz waveform or [F, {WINDOW_SAMPLES}] frames, got {list(a.shape)}")
+        stream = self.stream(hop_samples, batch)
+        results = [*stream.push(a), *stream.finish()]
+        return np.concatenate([r.scores for r in results]), np.concatenate([r.embeddings for r in results])
+
+    def inference(self, hop_samples: int = HOP_SAMPLES) -> str:
+        """The path :meth:`embed` and :meth:`stream` take at this hop: ``"batched"`` or ``"per_frame"``."""
+        if self._batched is not None and batches_well(self._batched.points, hop_samples):
+            return "batched"
+        return "per_frame"
+
+    def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
+        """Blocks of one signal in, results of the frames now complete out (see :class:`FrameStream`)."""
+        if self.inference(hop_samples) == "batched":
+            return self._batched.stream(hop_samples, batch)
+        return per_frame_stream(self.predict, hop_samples, batch)
+
+    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600], one
+        ``invoke()`` of the whole model per frame."""
+        x = np.asarray(frames)
+        if x.ndim != 2 or x.shape[1] != WINDOW_SAMPLES:
+            raise ValueError(f"frames must have shape [F, {WINDOW_SAMPLES}], got {list(x.shape)}")
+        return self._frame_interpreter().predict(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _frame_interpreter(self) -> _FrameInterpreter:
+        if self._frames is None:
+            self._frames = _FrameInterpreter(self._prepared, self._num_threads, self._uri)
+        return self._frames
+
+
+# (model SHA-256, num_threads) -> whether the batched subgraphs reproduced per-frame invoke in this process
+_verdicts: dict[tuple[str, int], bool] = {}
+
+
+def inference_path(model_bytes: bytes, hop_samples: int = HOP_SAMPLES) -> str:
+    """What :meth:`YamnetModel.inference` gives for this model and hop on this runtime, ``"batched"`` or
+    ``"per_frame"``, without keeping a model (the subgraphs are checked once per process)."""
+    points = split.find_split(model_bytes)
+    if points is None or not batches_well(points, hop_samples):
+        return "per_frame"
+    key = (_prepared(model_bytes).sha256, 1)
+    if key not in _verdicts:
+        YamnetModel(model_bytes)  # verifies and records the verdict
+    return "batched" if _verdicts[key] else "per_frame"
