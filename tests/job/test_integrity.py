@@ -388,7 +388,11 @@ def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_args):
             *model_args,
         ]
     )
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["files", "frames", "labels.csv", "manifest.json"]
+    # _runs/<run_id>/ holds the job's own plan and summary (small JSON files), not temporary data
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["_runs", "files", "frames", "labels.csv", "manifest.json"]
+    [run_dir] = (tmp_path / "o" / "_runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["plan.json", "summary.json"]
 
 
 def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_dir, model_args):

@@ -1,6 +1,7 @@
 """Parts: planning, idempotent atomic commits, cleanup of interrupted runs and resume decisions (no Beam)."""
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -206,3 +207,43 @@ def test_segment_frames_are_committed_by_their_files_part(tmp_path):
     ]
     assert out.drop_paths({"/long.wav"}) == ["long"]  # resume drops every segment with the file
     assert not (tmp_path / "frames").exists() or not list((tmp_path / "frames").iterdir())
+
+
+def test_drop_rows_rewrites_one_part_with_its_own_paths(tmp_path):
+    """The resume join's drop: each part rewritten once, with only the paths it holds (linear, not parts x paths)."""
+    _commit(tmp_path, "p1", ["/a.wav", "/b.wav"])
+    _commit(tmp_path, "p2", ["/c.wav"])
+    out = OutputDir(str(tmp_path))
+    listed = dict(out.committed_with_frames())
+    assert listed == {
+        str(tmp_path / "files" / "part-p1.parquet"): (str(tmp_path / "frames" / "part-p1.parquet"),),
+        str(tmp_path / "files" / "part-p2.parquet"): (str(tmp_path / "frames" / "part-p2.parquet"),),
+    }
+    p1 = str(tmp_path / "files" / "part-p1.parquet")
+    assert out.drop_rows(p1, listed[p1], ["/b.wav"])
+    assert sorted(out.read_files().column("path").to_pylist()) == ["/a.wav", "/c.wav"]
+    assert sorted(set(pq.read_table(tmp_path / "frames").column("path").to_pylist())) == ["/a.wav", "/c.wav"]
+    assert schema.read_metadata(pq.read_schema(tmp_path / "frames" / "part-p1.parquet")) == {"x": 1}
+    assert not out.drop_rows(p1, listed[p1], ["/b.wav"])  # idempotent: a retried drop changes nothing
+    assert out.drop_rows(p1, listed[p1], ["/a.wav"])
+    assert not (tmp_path / "files" / "part-p1.parquet").exists()  # emptied parts disappear
+
+
+def test_is_done_is_plan_resumes_rule():
+    """The join's per-path predicate and the launcher-side plan_resume decide every case alike."""
+    from yamnet_beam.job.parts import RESUME_COLUMNS, is_done
+
+    base = {"status": "ok", "error_kind": None, "fingerprint": "f", "size_bytes": 10, "mtime": 1.0, "etag": None}
+    cases = [
+        base,
+        {**base, "fingerprint": "g"},
+        {**base, "size_bytes": 11},
+        {**base, "mtime": None},
+        {**base, "status": "error", "error_kind": "corrupt"},
+        {**base, "status": "error", "error_kind": "io_error"},
+    ]
+    for i, row in enumerate(cases):
+        item = InputFile(f"/x{i}.wav", 10, 1.0)
+        table = pa.Table.from_pylist([{"path": item.path, **row}]).select(RESUME_COLUMNS)
+        todo, _ = plan_resume(table, [item], "f")
+        assert is_done(row, item, "f") == (todo == [])

@@ -1,8 +1,8 @@
 """Expands ``--input`` values (globs, directories, manifests, single files) into a list of audio URIs.
 
-Matching happens once, at pipeline construction, so that a pattern matching nothing stops the job
-before any worker starts, and so every matched input can be accounted for in ``files/``.
-Works on any fsspec filesystem (local, ``gs://``, ``s3://``, ``http(s)://``).
+This is the in-process expansion, for Beam-free callers and tests; the job itself only checks
+``--input`` on the launcher and lists on workers (:mod:`.listing`, :mod:`.planning`), with the same
+matching rules. Works on any fsspec filesystem (local, ``gs://``, ``s3://``, ``http(s)://``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _etag(info: dict) -> str | None:
     return None
 
 
-def _from_info(uri: str, info: dict) -> InputFile:
+def from_info(uri: str, info: dict) -> InputFile:
     size = info.get("size")
     return InputFile(uri, int(size) if size is not None else None, mtime_of(info), _etag(info))
 
@@ -59,7 +59,7 @@ def with_identity(item: InputFile) -> InputFile:
         return item
     try:
         fs, path = fsspec.core.url_to_fs(item.path)
-        return _from_info(item.path, fs.info(path))
+        return from_info(item.path, fs.info(path))
     except Exception:  # missing or unreadable: the decoder will say why, in the files/ row
         return item
 
@@ -105,11 +105,11 @@ def expand_input(pattern: str) -> list[InputFile]:
         raise InputError(f"--input {pattern!r}: {e}. Install the filesystem extra (e.g. yamnet-beam[gcp]).") from e
     if _GLOB_CHARS & set(path):
         found = fs.glob(path, detail=True)
-        files = [_from_info(user_uri(fs, p), i) for p, i in sorted(found.items()) if i.get("type") != "directory"]
+        files = [from_info(user_uri(fs, p), i) for p, i in sorted(found.items()) if i.get("type") != "directory"]
     elif fs.isdir(path):
         found = fs.find(path, detail=True)
         files = [
-            _from_info(user_uri(fs, p), i)
+            from_info(user_uri(fs, p), i)
             for p, i in sorted(found.items())
             if i.get("type") != "directory" and _ext(p) in AUDIO_EXTENSIONS
         ]
@@ -117,7 +117,7 @@ def expand_input(pattern: str) -> list[InputFile]:
         if _ext(path) in MANIFEST_EXTENSIONS:
             files = _read_manifest(fs, path, pattern)
         else:
-            files = [_from_info(user_uri(fs, path), fs.info(path))]
+            files = [from_info(user_uri(fs, path), fs.info(path))]
     else:
         raise InputError(f"--input {pattern!r} does not exist: no such file, directory or glob match.")
     if not files:
