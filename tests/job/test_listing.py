@@ -41,14 +41,6 @@ class KeepFirstPerPath(beam.PTransform):
         )
 
 
-@pytest.fixture
-def tree(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    for name in ["a/x.wav", "a/b/y.flac", "a/b/z.MP3", "a/notes.txt.bak", "a/b/readme.md", "top.ogg"]:
-        (tmp_path / name).write_bytes(b"RIFF")
-    return tmp_path
-
-
 _COLLECTED: list = []  # module-level, so the pickled function below refers to it instead of copying it
 
 

@@ -11,7 +11,8 @@ fsspec, not Beam's ``FileSystems``/``fileio.MatchAll``, on purpose: the project 
 (``gs://`` through gcsfs, ``http(s)://``, ``memory://``, ``file://``) which Beam's file systems do not
 all know; Beam's ``**`` is ``.*`` (``a/**/*.wav`` misses ``a/x.wav``) and its local listing walks the
 whole tree under the prefix and stats every file twice. Patterns are translated with
-``fsspec.utils.glob_translate``, the regex ``fs.glob`` uses, so matching is what :mod:`.inputs` gives.
+``fsspec.utils.glob_translate``, the regex ``fs.glob`` uses. :func:`match_inputs` runs the same
+functions in-process, for Beam-free callers: one implementation of the matching rules.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import pyarrow.parquet as pq
 from fsspec.utils import glob_translate
 
 from yamnet_beam.audio import AUDIO_EXTENSIONS
-from yamnet_beam.job.inputs import MANIFEST_EXTENSIONS, InputError, InputFile, from_info
+from yamnet_beam.job.inputs import InputError, InputFile, from_info
 from yamnet_beam.uris import absolute_uri, user_uri
 
+MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
 IDENTITY_COLUMNS = ("size_bytes", "mtime", "etag")  # optional manifest columns, used when present
 _GLOB_CHARS = set("*?[")
 RANGE_BYTES = 32 << 20  # a text manifest is read in ranges of this many bytes (~400 k lines of 80 bytes)
@@ -107,21 +109,30 @@ def _ls(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:
     return sorted(fs.ls(path, detail=True), key=lambda e: e["name"])
 
 
+def _step(
+    spec: InputSpec, fs: fsspec.AbstractFileSystem, directory: str, rel: tuple[str, ...]
+) -> tuple[list[dict], list[tuple[str, tuple[str, ...]]]]:
+    """One ``ls`` of ``directory``: the files in it that match, and the subdirectories that may hold matches."""
+    depth = spec.depth
+    files, subdirs = [], []
+    for entry in _ls(fs, directory):
+        name = entry["name"]
+        if entry["type"] == "directory":
+            child = (*rel, name.rstrip("/").rsplit("/", 1)[-1])
+            if (depth is None or len(child) < depth) and spec.viable(child):
+                subdirs.append((name, child))
+        elif spec.matches(name):
+            files.append(entry)
+    return files, subdirs
+
+
 def _first_match(spec: InputSpec, fs: fsspec.AbstractFileSystem) -> str | None:
     """Depth-first search for one match, files of a directory before its subdirectories; stops at the first."""
     stack = [(spec.root.rstrip("/") or "/", ())]
-    depth = spec.depth
     while stack:
-        directory, rel = stack.pop()
-        subdirs = []
-        for entry in _ls(fs, directory):
-            name = entry["name"]
-            if entry["type"] == "directory":
-                child = (*rel, name.rstrip("/").rsplit("/", 1)[-1])
-                if (depth is None or len(child) < depth) and spec.viable(child):
-                    subdirs.append((name, child))
-            elif spec.matches(name):
-                return name
+        files, subdirs = _step(spec, fs, *stack.pop())
+        if files:
+            return files[0]["name"]
         stack += reversed(subdirs)
     return None
 
@@ -253,21 +264,15 @@ def fan_out(
         size = fs.size(spec.root)
         yield from (Range(spec.index, s, min(s + range_bytes, size)) for s in range(0, size, range_bytes))
         return
-    depth = spec.depth
     frontier = [(spec.root.rstrip("/") or "/", ())]
     for _ in range(levels):
         if len(frontier) >= target:
             break
         below = []
         for directory, rel in frontier:
-            for entry in _ls(fs, directory):
-                name = entry["name"]
-                if entry["type"] == "directory":
-                    child = (*rel, name.rstrip("/").rsplit("/", 1)[-1])
-                    if (depth is None or len(child) < depth) and spec.viable(child):
-                        below.append((name, child))
-                elif spec.matches(name):
-                    yield (spec.index, 0), from_info(user_uri(fs, name), entry)
+            files, subdirs = _step(spec, fs, directory, rel)
+            yield from (((spec.index, 0), from_info(user_uri(fs, e["name"]), e)) for e in files)
+            below += subdirs
         frontier = below
         if not frontier:
             return
@@ -371,3 +376,35 @@ def read_range(
             row = _entry(spec.kind, spec.header, raw.decode("utf-8", "surrogateescape"))
             if row is not None:
                 yield (spec.index, offset), _to_input(spec, fs, row)
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process: the same functions, run here (Beam-free callers, tests)
+
+
+def expand_spec(spec: InputSpec, fs: fsspec.AbstractFileSystem | None = None) -> list[InputFile]:
+    """Every file ``spec`` matches, listed here with the workers' functions: sorted by path, manifests in file order."""
+    fs = fs or filesystem(spec.uri)
+    found: list[InputFile] = []
+    for item in fan_out(spec, fs):
+        if isinstance(item, Prefix):
+            found += list_prefix(spec, fs, item)
+        elif isinstance(item, Range):
+            found += (f for _, f in read_range(spec, fs, item))  # ranges come in file order
+        else:
+            found.append(item[1])
+    return found if spec.kind in ("txt", "csv", "parquet") else sorted(found, key=lambda f: f.path)
+
+
+def expand_input(pattern: str) -> list[InputFile]:
+    """Matches one ``--input`` value in-process; raises :class:`InputError` naming it if it matches no file."""
+    return expand_spec(check_input(0, pattern))
+
+
+def match_inputs(patterns: Sequence[str]) -> list[InputFile]:
+    """Expands every pattern in-process, in order, keeping the first occurrence of a path (as the job does)."""
+    seen: dict[str, InputFile] = {}
+    for spec in check_inputs(patterns):
+        for f in expand_spec(spec):
+            seen.setdefault(f.path, f)
+    return list(seen.values())

@@ -333,48 +333,6 @@ class OutputDir:
             self.fs.mv(tmp, path)
         return changed
 
-    def read_files(self, columns: Sequence[str] | None = None) -> pa.Table | None:
-        """All committed files/ rows, or None when there are none."""
-        parts = self._parts(FILES_DIR).values()
-        if not parts:
-            return None
-        return pa.concat_tables(self.read_parts(parts, columns), promote_options="permissive")
-
-    def drop_paths(self, paths: set[str]) -> list[str]:
-        """Rewrites the committed parts holding rows of ``paths`` without them (frames first, then files).
-
-        Used by resume before re-processing changed or failed inputs, so that no row is duplicated.
-        Each rewrite is a temp file then a rename; a crash in between leaves the files part (the
-        marker) still naming the path, so the next resume drops it again: the step is idempotent.
-        """
-        if not paths:
-            return []
-        keep = pa.array(sorted(paths), pa.string())
-        touched = []
-        frames: dict[str, list[str]] = {}
-        for fid, path in self._parts(FRAMES_DIR).items():
-            frames.setdefault(marker_id(fid), []).append(path)
-        for pid, files_path in sorted(self._parts(FILES_DIR).items()):
-            with self.fs.open(files_path, "rb") as f:
-                files = read_table(f)
-            mask = pc.is_in(files.column("path"), value_set=keep)
-            if not pc.any(mask).as_py():
-                continue
-            touched.append(pid)
-            for path in [*sorted(frames.get(pid, [])), files_path]:
-                with self.fs.open(path, "rb") as f:
-                    table = read_table(f)  # keeps the schema and its key-value metadata
-                remaining = table.filter(pc.invert(pc.is_in(table.column("path"), value_set=keep)))
-                if remaining.num_rows == 0:
-                    self.fs.rm(path)
-                    continue
-                tmp = f"{self.root}/{TMP_DIR}/rewrite-{pid}-{uuid.uuid4().hex}{SUFFIX}"
-                self.fs.makedirs(f"{self.root}/{TMP_DIR}", exist_ok=True)
-                with self.fs.open(tmp, "wb") as f:
-                    pq.write_table(remaining, f, **parquet_options(remaining.schema))
-                self.fs.mv(tmp, path)
-        return touched
-
 
 # Failures that may not happen again (network, a stalled mount, a bug since fixed): resume retries
 # them. Other errors (corrupt, empty, unsupported, too long) are properties of the unchanged file.
@@ -390,7 +348,11 @@ RESUME_COLUMNS = ["path", "status", "error_kind", "fingerprint", "size_bytes", "
 
 
 def is_done(row: Mapping[str, Any], item: InputFile, fp: str) -> bool:
-    """Whether a committed files row already covers ``item``: resume's one rule (see :func:`plan_resume`)."""
+    """Whether a committed files row already covers ``item``, so ``--mode resume`` skips it: resume's one rule.
+
+    Done means: ok, or failed in a way the unchanged file would fail again (not a transient kind), under
+    the same fingerprint, and the file's size/mtime/etag unchanged (unknown on either side counts as equal).
+    """
     return (
         (row["status"] == STATUS_OK or row["error_kind"] not in TRANSIENT_ERRORS)
         and row["fingerprint"] == fp
@@ -398,28 +360,3 @@ def is_done(row: Mapping[str, Any], item: InputFile, fp: str) -> bool:
         and _same(row["mtime"], item.mtime)
         and _same(row["etag"], item.etag)
     )
-
-
-def plan_resume(
-    existing: pa.Table | None, inputs: Sequence[InputFile], fp: str, display: Any = str
-) -> tuple[list[InputFile], set[str]]:
-    """Splits ``inputs`` into those still to do and the display paths whose old rows must be dropped.
-
-    An input is done when a committed files row has its path, the same fingerprint, the same size,
-    mtime and etag (where both sides know them), and status ``ok`` or a non-transient error (a
-    corrupt file that has not changed would fail the same way again). Everything else is re-done;
-    old rows for the same path are superseded.
-    """
-    if existing is None or existing.num_rows == 0:
-        return list(inputs), set()
-    rows = {r["path"]: r for r in existing.select(RESUME_COLUMNS).to_pylist()}
-    todo, superseded = [], set()
-    for f in inputs:
-        key = display(f.path)
-        r = rows.get(key)
-        if r is not None and is_done(r, f, fp):
-            continue
-        todo.append(f)
-        if r is not None:
-            superseded.add(key)
-    return todo, superseded

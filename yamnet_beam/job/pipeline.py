@@ -16,15 +16,12 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import apache_beam as beam
 import fsspec
-import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
@@ -303,41 +300,6 @@ def read_summary(plan: RunPlan, wall_s: float) -> tuple[RunSummary, int]:
         audio_hours_processed=tally.get("processed_s", 0.0) / 3600,
     )
     return summary, int(tally.get("parts", 0))
-
-
-def summarize(
-    output: str, inputs: set[str] | None = None, wall_s: float = 0.0, processed: set[str] | None = None
-) -> RunSummary:
-    """Reads files/ back: the table, not the runner's metrics, is the record of what happened.
-
-    ``inputs``: the paths this run matched (default: every row), so rows an earlier run left for
-    other inputs do not count; ``processed``: the paths it processed, for its realtime factor.
-    """
-    table = OutputDir(output).read_files(["path", "status", "error_kind", "frames", "duration_s"])
-    if table is None:
-        table = schema.files_table([])
-    if inputs is not None:
-        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(sorted(inputs), pa.string())))
-    status = table.column("status").to_pylist()
-    kinds = Counter(
-        k for s, k in zip(status, table.column("error_kind").to_pylist(), strict=True) if s == schema.STATUS_ERROR
-    )
-    paths = table.column("path").to_pylist()
-    durations = [d or 0.0 for d in table.column("duration_s").to_pylist()]
-    done_now = sum(d for p, d in zip(paths, durations, strict=True) if processed is None or p in processed)
-    matched = len(inputs) if inputs is not None else table.num_rows
-    return RunSummary(
-        output=output,
-        files_matched=matched,
-        files_ok=status.count(schema.STATUS_OK),
-        files_error=status.count(schema.STATUS_ERROR),
-        errors_by_kind=dict(kinds),
-        frames=sum(table.column("frames").to_pylist()),
-        audio_hours=sum(durations) / 3600,
-        wall_s=wall_s,
-        files_processed=matched if processed is None else len(processed),
-        audio_hours_processed=done_now / 3600,
-    )
 
 
 def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime, parts: int) -> None:

@@ -129,7 +129,7 @@ class ListInputs(beam.PTransform):
     """Checked ``--input`` specs -> ``(order, InputFile)`` for every file they match, listed on workers.
 
     ``order`` is ``(input index, position)``: the first occurrence of a path wins (in :class:`FormParts`
-    or the resume join), as in :func:`.inputs.match_inputs`. Prefix listings and manifest ranges are
+    or the resume join), as in :func:`.listing.match_inputs`. Prefix listings and manifest ranges are
     reshuffled, so they spread over workers instead of being fused onto the one that fanned out.
     """
 
@@ -316,7 +316,7 @@ class ResolveResume(beam.PTransform):
     """``(order, InputFile)`` -> todo ``(order, InputFile)``, plus ``skipped`` old rows and ``superseded`` rows.
 
     A join of the listing with the previous files/ rows by display path (``CoGroupByKey``), deciding
-    each path with :func:`.parts.is_done`: the same rule as :func:`.parts.plan_resume`.
+    each path with :func:`.parts.is_done` (resume's one rule).
     """
 
     def __init__(self, output: str, fp: str):
@@ -349,7 +349,7 @@ class _DropRowsFn(beam.DoFn):
 class DropSupersededRows(beam.PTransform):
     """``(files part, (frames parts, path))`` -> the number of parts rewritten: each part once, with its own paths.
 
-    Linear in the superseded rows (the launcher's ``drop_paths`` tested every part against all of them).
+    Linear in the superseded rows: each part is read and tested against its own paths only.
     """
 
     def __init__(self, output: str):
