@@ -1,10 +1,9 @@
 """Parts: planning, idempotent atomic commits, cleanup of interrupted runs and resume decisions (no Beam)."""
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from yamnet_beam import framing
+from tests.support import outputs
 from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.parts import RESUME_COLUMNS, OutputDir, PartWriter, fingerprint, is_done, plan_parts
@@ -53,31 +52,11 @@ def test_fingerprint_is_order_insensitive_and_sensitive_to_values():
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
-def _frames(path, count):
-    s = schema.frames_schema()
-    start, end = framing.frame_times(0, count)
-    return schema.frames_table(
-        s,
-        path,
-        0,
-        start,
-        end,
-        framing.valid_samples(0, count, 10**6),
-        np.zeros((count, 521), np.float32),
-        np.zeros((count, 1024), np.float32),
-        [str(i) for i in range(521)],
-    )
-
-
-def _row(path, status="ok", frames=0, part="p", **kw):
-    return schema.file_row(path, status=status, frames=frames, fingerprint="fp", part=part, **kw)
+_frames, _row = outputs.frames, outputs.row
 
 
 def _commit(out, pid, paths, frames_per_file=3, row_group_rows=4):
-    w = PartWriter(str(out), pid, schema.frames_schema(metadata={"x": 1}), schema.files_schema(), row_group_rows)
-    for p in paths:
-        w.add(_frames(p, frames_per_file))
-    w.commit([_row(p, frames=frames_per_file, part=pid, size_bytes=10, mtime=1.0) for p in paths])
+    outputs.commit(out, pid, paths, frames_per_file, row_group_rows)
 
 
 def test_writer_commits_frames_then_marker(tmp_path):

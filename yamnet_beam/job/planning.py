@@ -298,10 +298,11 @@ class _DecideInputFn(beam.DoFn):
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]):
         key, grouped = element
         listed = list(grouped["listed"])
-        if not listed:
-            return  # a row of an input this run does not name: left as it is, not counted
-        order, item = min(listed, key=lambda x: x[0])
-        previous = list(grouped["previous"])
+        if listed:  # else a row of an input this run does not name: left as it is, not counted
+            yield from self._decide(key, min(listed, key=lambda x: x[0]), list(grouped["previous"]))
+
+    def _decide(self, key: str, first: tuple[Any, Any], previous: list[tuple[str, tuple[str, ...], dict]]):
+        order, item = first
         if previous:
             item = with_identity(item)  # one stat, only for inputs an earlier run saw
             if len(previous) == 1 and is_done(previous[0][2], item, self._fp):
