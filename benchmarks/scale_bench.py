@@ -11,7 +11,8 @@ tree of N empty ``.wav`` files (``empty_file`` rows). For each it measures, in a
   first ``Pipeline.run`` call, plus building and serialising the pipeline proto there (every runner
   does that first);
 - the serialised pipeline proto size (``pipeline.to_runner_api().SerializeToString()`` at ``Pipeline.run``);
-- launcher peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss`` at ``Pipeline.run``, after serialising);
+- launcher peak RSS (the child's ``VmHWM`` at ``Pipeline.run``, after serialising; ``ru_maxrss`` would
+  include the parent's RSS at fork, which holds the expected paths: 370 MB after the 1 M case);
 - end to end (N <= --e2e-max): the whole CLI run on the DirectRunner, then checks that every input
   has exactly one ``files/`` row (read back with pyarrow here, not by the project's code);
 - ``--mode resume`` over that finished output: launcher time again (the job, not the launcher, reads files/).
@@ -48,28 +49,45 @@ class _LauncherOnly(BaseException):
     """Raised from the patched Pipeline.run to stop after the launcher's work (not an Exception: nothing catches it)."""
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (``VmHWM``): unlike ``ru_maxrss``, not inherited from the parent at fork/exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     t_import = time.perf_counter()
+    import importlib
+
     import apache_beam as beam
 
     from yamnet_beam import cli  # the public entry point; everything else is behind it
 
+    # The CLI imports the job lazily; import it here so "plan" is the launcher's work, not Python's imports.
+    for name in ("yamnet_beam.job.pipeline", "yamnet_beam.pipeline"):
+        try:
+            importlib.import_module(name)
+            break
+        except ImportError:
+            continue
     rec: dict[str, Any] = {"import_s": time.perf_counter() - t_import, "runs": [], "package": cli.__file__}
     original_run = beam.Pipeline.run
     t0 = 0.0
 
     def measured_run(self, *args, **kwargs):
         t_entry = time.perf_counter()
-        rss_entry = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_entry = _peak_rss_mb()
         proto = self.to_runner_api().SerializeToString()
         t_proto = time.perf_counter()
         run_rec = {
             "plan_s": t_entry - t0,
             "proto_s": t_proto - t_entry,
             "proto_bytes": len(proto),
-            "rss_at_run_mb": rss_entry / 1024,
-            "rss_after_proto_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_at_run_mb": rss_entry,
+            "rss_after_proto_mb": _peak_rss_mb(),
         }
         del proto
         rec["runs"].append(run_rec)
@@ -87,7 +105,7 @@ def _child(spec_path: str) -> int:
     except _LauncherOnly:
         rec["exit_code"] = None
     rec["total_s"] = time.perf_counter() - t0
-    rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["peak_rss_mb"] = _peak_rss_mb()
     Path(spec["result"]).write_text(json.dumps(rec))
     return 0
 
@@ -131,13 +149,15 @@ def make_tree(work: Path, n: int, per_dir: int = 1000) -> tuple[Path, list[str]]
 # Parent
 
 
-def _run_child(work: Path, argv: list[str], launcher_only: bool, timeout_s: float) -> dict[str, Any]:
+def _run_child(
+    work: Path, argv: list[str], launcher_only: bool, timeout_s: float, code: Path = HERE.parent
+) -> dict[str, Any]:
     spec = work / "child_spec.json"
     result = work / "child_result.json"
     result.unlink(missing_ok=True)
     spec.write_text(json.dumps({"argv": argv, "launcher_only": launcher_only, "result": str(result)}))
-    # This checkout's package, not whichever one is pip-installed (the script's folder is benchmarks/).
-    pythonpath = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
+    # This checkout's package (or --against's), not whichever one is pip-installed.
+    pythonpath = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
     try:
@@ -281,6 +301,125 @@ def table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _one(work: Path, label: str, code: Path, argv: list[str], what: str, timeout_s: float) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    rec = _run_child(work, argv, launcher_only=what != "end to end", timeout_s=timeout_s, code=code)
+    rec["load_before"] = load
+    print(f"    {label:>4} {what:>15}: {_fmt({'case': '', 'what': '', 'n': 0, **rec}).split(': ', 1)[1]}", flush=True)
+    return rec
+
+
+def compare(
+    work: Path,
+    cases: list[tuple[str, str, list[str]]],
+    common: list[str],
+    base: Path,
+    repeats: int,
+    e2e_max: int,
+    timeouts: tuple[float, float],
+) -> list[dict[str, Any]]:
+    """This checkout against ``base`` (another checkout's root), interleaved ABBA per repeat, in one run.
+
+    Per case: launcher only (``repeats`` times each), end to end (``repeats`` times each, up to ``e2e_max``
+    inputs) and one ``--mode resume`` launcher over the first finished output. Both checkouts see the
+    machine's load in turn, so the ratios hold on a shared machine where the seconds do not.
+    """
+    codes = {"new": HERE.parent, "base": base}
+    rows = []
+    for name, inputs, expected in cases:
+        print(f"{name} {len(expected):,}", flush=True)
+        rec: dict[str, Any] = {"case": name, "n": len(expected), "new": {}, "base": {}}
+        whats = ["launcher", "end to end"] if len(expected) <= e2e_max else ["launcher"]
+        for what in whats:
+            for label in codes:
+                rec[label][what] = []
+            for r in range(repeats):
+                for label in ("new", "base") if r % 2 == 0 else ("base", "new"):
+                    out = work / f"cmp_{label}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    argv = ["--input", inputs, "--output", str(out), *common]
+                    one = _one(work, label, codes[label], argv, what, timeouts[0])
+                    if what == "end to end" and "timeout_s" not in one:
+                        one["accounting"] = _account(out, expected)
+                        if r < 2:  # the first finished output of each checkout: resume over it
+                            resume = [*argv, "--mode", "resume"]
+                            rec[label]["resume launcher"] = [
+                                _one(work, label, codes[label], resume, "resume launcher", timeouts[1])
+                            ]
+                    rec[label][what].append(one)
+                    shutil.rmtree(out, ignore_errors=True)
+        rows.append(rec)
+    return rows
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians over repeats of launcher s, proto MB, launcher RSS, e2e s, process peak RSS."""
+    done = [r for r in runs if "timeout_s" not in r]
+    if not done:
+        return {"launcher_s": float("inf")}
+    out = {"launcher_s": _median([_launcher_s(r) for r in done]), "total_s": _median([r["total_s"] for r in done])}
+    if all(r["runs"] for r in done):
+        out["proto_mb"] = _median([r["runs"][0]["proto_bytes"] / 1e6 for r in done])
+        out["launcher_rss_mb"] = _median([r["runs"][0]["rss_after_proto_mb"] for r in done])
+    out["peak_rss_mb"] = _median([r["peak_rss_mb"] for r in done])
+    if all("accounting" in r for r in done):
+        out["all_accounted"] = all(r["accounting"]["ok"] for r in done)
+    return out
+
+
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| case | N | launcher s base | new | proto MB base | new | launcher RSS MB base | new | "
+        "resume launcher s base | new | e2e s per 100 k base | new | new / base (pairs) | "
+        "peak RSS MB e2e base | new | every input one row |\n"
+        "| --- | ---: " + "| ---: " * 10 + "| --- | ---: | ---: | --- |\n"
+    )
+    lines = []
+    for r in rows:
+        n = r["n"]
+        b, w = ({k: _summary(v) for k, v in r[label].items()} for label in ("base", "new"))
+
+        def cell(d, what, key, fmt="{:.2f}"):
+            v = d.get(what, {}).get(key)
+            return "" if v is None else ("timeout" if v == float("inf") else fmt.format(v))
+
+        e2e = [
+            (x["total_s"] / y["total_s"])
+            for x, y in zip(r["new"].get("end to end", []), r["base"].get("end to end", []), strict=True)
+        ]
+        per100k = "{:.0f}"
+        cells = [
+            r["case"],
+            f"{n:,}",
+            cell(b, "launcher", "launcher_s"),
+            cell(w, "launcher", "launcher_s"),
+            cell(b, "launcher", "proto_mb"),
+            cell(w, "launcher", "proto_mb"),
+            cell(b, "launcher", "launcher_rss_mb", "{:.0f}"),
+            cell(w, "launcher", "launcher_rss_mb", "{:.0f}"),
+            cell(b, "resume launcher", "launcher_s"),
+            cell(w, "resume launcher", "launcher_s"),
+            per100k.format(b["end to end"]["total_s"] * 1e5 / n) if "end to end" in b else "",
+            per100k.format(w["end to end"]["total_s"] * 1e5 / n) if "end to end" in w else "",
+            f"{_median(e2e):.2f} ({', '.join(f'{x:.2f}' for x in e2e)})" if e2e else "",
+            cell(b, "end to end", "peak_rss_mb", "{:.0f}"),
+            cell(w, "end to end", "peak_rss_mb", "{:.0f}"),
+            {True: "yes", False: "NO", None: ""}[
+                None
+                if "end to end" not in w
+                else (w["end to end"].get("all_accounted") and b["end to end"].get("all_accounted"))
+            ],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--_child", help=argparse.SUPPRESS)
@@ -298,6 +437,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale_bench.json")
     ap.add_argument("--timeout", type=float, default=3600, help="per child run, seconds")
     ap.add_argument("--resume-timeout", type=float, default=600, help="per resume launcher run, seconds")
+    ap.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout's root (e.g. `git archive main | tar -x -C DIR`): both measured, interleaved",
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="with --against: runs per checkout and case")
     ap.add_argument("beam_args", nargs="*", help="extra flags for the run (after --), e.g. --direct_num_workers=2")
     args = ap.parse_args()
     if args._child:
@@ -307,6 +452,18 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     meta = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "argv": sys.argv[1:]}
     timeouts = (args.timeout, args.resume_timeout)
+    if args.against:
+        cases = [("manifest", str(m), e) for m, e in (make_manifest(args.work, n) for n in args.sizes)]
+        cases += [("directory tree", str(r), e) for r, e in (make_tree(args.work, n) for n in args.tree)]
+        meta["against"] = str(args.against)
+        meta["load_start"] = os.getloadavg()
+        rows = compare(args.work, cases, common, args.against.resolve(), args.repeats, args.e2e_max, timeouts)
+        meta["load_end"] = os.getloadavg()
+        args.out.write_text(json.dumps({"meta": meta, "compare": rows}, indent=1))
+        print()
+        print(compare_table(rows))
+        e2e = [x for r in rows for label in ("new", "base") for x in r[label].get("end to end", [])]
+        return 0 if all(x.get("accounting", {}).get("ok") for x in e2e) else 1
     for n in args.sizes:
         manifest, expected = make_manifest(args.work, n)
         rows += bench_case(args.work, "manifest", str(manifest), expected, common, n <= args.e2e_max, *timeouts)
