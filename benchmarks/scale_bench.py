@@ -347,7 +347,7 @@ def compare(
                     one = _one(work, label, codes[label], argv, what, timeouts[0])
                     if what == "end to end" and "timeout_s" not in one:
                         one["accounting"] = _account(out, expected)
-                        if r < 2:  # the first finished output of each checkout: resume over it
+                        if "resume launcher" not in rec[label]:  # each checkout's first finished output
                             resume = [*argv, "--mode", "resume"]
                             rec[label]["resume launcher"] = [
                                 _one(work, label, codes[label], resume, "resume launcher", timeouts[1])
