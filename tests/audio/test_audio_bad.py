@@ -39,7 +39,7 @@ from yamnet_beam.audio import (
 )
 from yamnet_beam.audio import errors as audio_errors
 from yamnet_beam.audio import source as audio_source
-from yamnet_beam.job.inputs import match_inputs
+from yamnet_beam.job.listing import match_inputs
 from yamnet_beam.uris import display_path
 
 SR = TARGET_SAMPLE_RATE

@@ -6,15 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from yamnet_beam.job.inputs import InputError, expand_input, match_inputs
-
-
-@pytest.fixture
-def tree(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    for name in ["a/x.wav", "a/b/y.flac", "a/b/z.MP3", "a/notes.txt.bak", "a/b/readme.md", "top.ogg"]:
-        (tmp_path / name).write_bytes(b"RIFF")
-    return tmp_path
+from yamnet_beam.job.inputs import InputError
+from yamnet_beam.job.listing import expand_input, match_inputs
 
 
 def test_directory_recurses_audio_only(tree):

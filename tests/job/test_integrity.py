@@ -138,6 +138,63 @@ def test_every_case_has_its_exact_kind(bad_run):
     }
 
 
+def test_summary_file_equals_a_count_of_the_files_rows(bad_run):
+    """The job's own tally (_runs/<run_id>/summary.json) against pyarrow's reading of files/, kind by kind."""
+    from collections import Counter
+
+    out, summary, _, _ = bad_run
+    [summary_file] = (out / "_runs").glob("*/summary.json")
+    tally = json.loads(summary_file.read_text())
+    rows = pq.read_table(out / "files").to_pylist()
+    assert tally["rows"] == tally["files_todo"] == len(rows)
+    assert tally["ok"] == sum(r["status"] == "ok" for r in rows)
+    assert tally["error"] == sum(r["status"] == "error" for r in rows)
+    kinds = Counter(r["error_kind"] for r in rows if r["status"] == "error")
+    assert {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("error_kind:")} == dict(kinds)
+    assert tally["frames"] == sum(r["frames"] for r in rows) == summary.frames
+    assert tally["duration_s"] == pytest.approx(sum(r["duration_s"] or 0 for r in rows))
+    assert tally["parts"] == len(list((out / "files").iterdir()))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["parts_this_run"] == tally["parts"]
+    assert manifest["counts"]["errors_by_kind"] == dict(kinds)
+
+
+def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
+    tmp_path, fixtures_dir, monkeypatch, model_args
+):
+    """A file deleted after the workers listed it (with its size) and a manifest entry that never existed:
+    each gets exactly one io_error row; the summary counts them."""
+    from yamnet_beam.job import planning
+
+    d = tmp_path / "audio"
+    d.mkdir()
+    for name in ["stays.wav", "vanishes.wav"]:
+        shutil.copy(fixtures_dir / "tone_1khz_16k.wav", d / name)
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{d / 'stays.wav'}\n{tmp_path / 'never-there.wav'}\n")
+    real_cut = planning.cut_bucket
+
+    def cut_then_delete(items, *args, **kwargs):  # runs after listing, before any decoding
+        items = list(items)
+        listed = {f.path: f for _, f in items}
+        if str(d / "vanishes.wav") in listed:
+            assert listed[str(d / "vanishes.wav")].size_bytes > 0  # it was listed with its identity
+            (d / "vanishes.wav").unlink(missing_ok=True)
+        return real_cut(items, *args, **kwargs)
+
+    monkeypatch.setattr(planning, "cut_bucket", cut_then_delete)
+    out = tmp_path / "out"
+    s = run(["--input", str(d), "--input", str(manifest), "--output", str(out), *model_args])
+    rows = pq.read_table(out / "files").to_pylist()
+    by_name = {r["path"].rsplit("/", 1)[1]: r for r in rows}
+    assert len(rows) == len(by_name) == 3  # stays.wav named twice: one row
+    assert by_name["stays.wav"]["status"] == "ok"
+    for name in ["vanishes.wav", "never-there.wav"]:
+        assert (by_name[name]["status"], by_name[name]["error_kind"]) == ("error", "io_error"), by_name[name]
+        assert "no such file" in by_name[name]["error"]
+    assert (s.files_matched, s.files_ok, s.errors_by_kind) == (3, 1, {"io_error": 2})
+
+
 def test_good_files_complete_and_flags(bad_run):
     out, _, expected, cases = bad_run
     rows = _rows(out)
@@ -388,7 +445,11 @@ def test_finished_run_leaves_no_temp_dir(tmp_path, fixtures_dir, model_args):
             *model_args,
         ]
     )
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["files", "frames", "labels.csv", "manifest.json"]
+    # _runs/<run_id>/ holds the job's own plan and summary (small JSON files), not temporary data
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["_runs", "files", "frames", "labels.csv", "manifest.json"]
+    [run_dir] = (tmp_path / "o" / "_runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["plan.json", "summary.json"]
 
 
 def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_dir, model_args):

@@ -1,13 +1,12 @@
 """Parts: planning, idempotent atomic commits, cleanup of interrupted runs and resume decisions (no Beam)."""
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from yamnet_beam import framing
+from tests.support import outputs
 from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile
-from yamnet_beam.job.parts import OutputDir, PartWriter, fingerprint, plan_parts, plan_resume
+from yamnet_beam.job.parts import RESUME_COLUMNS, OutputDir, PartWriter, fingerprint, is_done, plan_parts
 
 
 def _inputs(n, size=10):
@@ -53,31 +52,11 @@ def test_fingerprint_is_order_insensitive_and_sensitive_to_values():
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
-def _frames(path, count):
-    s = schema.frames_schema()
-    start, end = framing.frame_times(0, count)
-    return schema.frames_table(
-        s,
-        path,
-        0,
-        start,
-        end,
-        framing.valid_samples(0, count, 10**6),
-        np.zeros((count, 521), np.float32),
-        np.zeros((count, 1024), np.float32),
-        [str(i) for i in range(521)],
-    )
-
-
-def _row(path, status="ok", frames=0, part="p", **kw):
-    return schema.file_row(path, status=status, frames=frames, fingerprint="fp", part=part, **kw)
+_frames, _row = outputs.frames, outputs.row
 
 
 def _commit(out, pid, paths, frames_per_file=3, row_group_rows=4):
-    w = PartWriter(str(out), pid, schema.frames_schema(metadata={"x": 1}), schema.files_schema(), row_group_rows)
-    for p in paths:
-        w.add(_frames(p, frames_per_file))
-    w.commit([_row(p, frames=frames_per_file, part=pid, size_bytes=10, mtime=1.0) for p in paths])
+    outputs.commit(out, pid, paths, frames_per_file, row_group_rows)
 
 
 def test_writer_commits_frames_then_marker(tmp_path):
@@ -118,20 +97,36 @@ def test_remove_uncommitted(tmp_path):
     assert pq.read_table(tmp_path / "frames").column("path").unique().to_pylist() == ["/a.wav"]
 
 
-def test_drop_paths_rewrites_only_affected_parts(tmp_path):
+def _files_paths(root) -> list[str]:
+    """Every committed files/ path, read straight from the Parquet parts."""
+    files = root / "files"
+    return sorted(pq.read_table(files).column("path").to_pylist()) if files.exists() and any(files.iterdir()) else []
+
+
+def _drop(out: OutputDir, paths: set[str]) -> list[str]:
+    """What DropSupersededRows does: each committed part rewritten once, with only the paths it holds."""
+    touched = []
+    for files_path, frames_paths in out.committed_with_frames():
+        held = set(pq.read_table(files_path).column("path").to_pylist()) & paths
+        if held and out.drop_rows(files_path, frames_paths, held):
+            touched.append(files_path.rsplit("part-", 1)[1].removesuffix(".parquet"))
+    return touched
+
+
+def test_drop_rows_rewrites_only_affected_parts(tmp_path):
     _commit(tmp_path, "p1", ["/a.wav", "/b.wav"])
     _commit(tmp_path, "p2", ["/c.wav"])
     _commit(tmp_path, "p3", ["/d.wav"])
     untouched = (tmp_path / "frames" / "part-p2.parquet").stat().st_mtime_ns
     out = OutputDir(str(tmp_path))
-    assert out.drop_paths({"/b.wav", "/d.wav"}) == ["p1", "p3"]
-    assert sorted(out.read_files().column("path").to_pylist()) == ["/a.wav", "/c.wav"]
+    assert _drop(out, {"/b.wav", "/d.wav"}) == ["p1", "p3"]
+    assert _files_paths(tmp_path) == ["/a.wav", "/c.wav"]
     assert sorted(set(pq.read_table(tmp_path / "frames").column("path").to_pylist())) == ["/a.wav", "/c.wav"]
     assert not (tmp_path / "files" / "part-p3.parquet").exists()  # emptied parts disappear
     assert (tmp_path / "frames" / "part-p2.parquet").stat().st_mtime_ns == untouched
     # metadata survives the rewrite
     assert schema.read_metadata(pq.read_schema(tmp_path / "frames" / "part-p1.parquet")) == {"x": 1}
-    assert out.drop_paths({"/b.wav"}) == []  # idempotent
+    assert _drop(out, {"/b.wav"}) == []  # idempotent
 
 
 def test_has_results_and_clear(tmp_path):
@@ -140,54 +135,34 @@ def test_has_results_and_clear(tmp_path):
     _commit(tmp_path / "o", "p1", ["/a.wav"])
     assert out.has_results() == ["frames", "files"]
     out.clear()
-    assert out.has_results() == [] and out.read_files() is None
+    assert out.has_results() == [] and _files_paths(tmp_path / "o") == []
 
 
 @pytest.mark.parametrize(
-    "row,now,redo,superseded",
+    "row,now,redo",
     [
-        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), False, False),
-        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 11, 1.0), True, True),  # grew
-        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 2.0), True, True),  # touched
-        (dict(status="ok", size_bytes=10, etag="e1"), InputFile("/a.wav", 10, None, "e2"), True, True),
-        (
-            dict(status="error", error_kind="io_error", size_bytes=10, mtime=1.0),
-            InputFile("/a.wav", 10, 1.0),
-            True,
-            True,
-        ),
-        (
-            dict(status="error", error_kind="timeout", size_bytes=10, mtime=1.0),
-            InputFile("/a.wav", 10, 1.0),
-            True,
-            True,
-        ),
-        (
-            dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0),
-            InputFile("/a.wav", 10, 1.0),
-            False,
-            False,
-        ),
-        (dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0), InputFile("/a.wav", 9, 1.0), True, True),
-        (dict(status="ok", size_bytes=10, mtime=None), InputFile("/a.wav", 10, 5.0), False, False),  # unknown
-        (None, InputFile("/new.wav", 10, 1.0), True, False),  # new input
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), False),
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 11, 1.0), True),  # grew
+        (dict(status="ok", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 2.0), True),  # touched
+        (dict(status="ok", size_bytes=10, etag="e1"), InputFile("/a.wav", 10, None, "e2"), True),
+        (dict(status="error", error_kind="io_error", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), True),
+        (dict(status="error", error_kind="timeout", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), True),
+        (dict(status="error", error_kind="internal", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), True),
+        (dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0), InputFile("/a.wav", 10, 1.0), False),
+        (dict(status="error", error_kind="corrupt", size_bytes=10, mtime=1.0), InputFile("/a.wav", 9, 1.0), True),
+        (dict(status="ok", size_bytes=10, mtime=None), InputFile("/a.wav", 10, 5.0), False),  # unknown
     ],
 )
-def test_plan_resume(row, now, redo, superseded):
-    existing = schema.files_table([_row("/a.wav", **row)]) if row else schema.files_table([])
-    todo, drop = plan_resume(existing, [now], "fp")
-    assert todo == ([now] if redo else [])
-    assert drop == ({"/a.wav"} if superseded else set())
+def test_is_done(row, now, redo):
+    """Resume's rule: skip only if the row is ok or non-transient, same fingerprint and identity."""
+    [stored] = schema.files_table([_row("/a.wav", **row)]).select(RESUME_COLUMNS).to_pylist()
+    assert is_done(stored, now, "fp") is not redo
 
 
-def test_plan_resume_other_fingerprint_redoes_everything():
-    existing = schema.files_table([_row("/a.wav", size_bytes=10, mtime=1.0)])
-    now = InputFile("/a.wav", 10, 1.0)
-    assert plan_resume(existing, [now], "new-fp") == ([now], {"/a.wav"})
-
-
-def test_plan_resume_without_output():
-    assert plan_resume(None, _inputs(2), "fp") == (_inputs(2), set())
+def test_other_fingerprint_redoes_everything():
+    [stored] = schema.files_table([_row("/a.wav", size_bytes=10, mtime=1.0)]).select(RESUME_COLUMNS).to_pylist()
+    assert is_done(stored, InputFile("/a.wav", 10, 1.0), "fp")
+    assert not is_done(stored, InputFile("/a.wav", 10, 1.0), "new-fp")
 
 
 def test_segment_frames_are_committed_by_their_files_part(tmp_path):
@@ -204,5 +179,25 @@ def test_segment_frames_are_committed_by_their_files_part(tmp_path):
         "part-long-s00000.parquet",
         "part-long-s00001.parquet",
     ]
-    assert out.drop_paths({"/long.wav"}) == ["long"]  # resume drops every segment with the file
+    assert _drop(out, {"/long.wav"}) == ["long"]  # resume drops every segment with the file
     assert not (tmp_path / "frames").exists() or not list((tmp_path / "frames").iterdir())
+
+
+def test_drop_rows_rewrites_one_part_with_its_own_paths(tmp_path):
+    """The resume join's drop: each part rewritten once, with only the paths it holds (linear, not parts x paths)."""
+    _commit(tmp_path, "p1", ["/a.wav", "/b.wav"])
+    _commit(tmp_path, "p2", ["/c.wav"])
+    out = OutputDir(str(tmp_path))
+    listed = dict(out.committed_with_frames())
+    assert listed == {
+        str(tmp_path / "files" / "part-p1.parquet"): (str(tmp_path / "frames" / "part-p1.parquet"),),
+        str(tmp_path / "files" / "part-p2.parquet"): (str(tmp_path / "frames" / "part-p2.parquet"),),
+    }
+    p1 = str(tmp_path / "files" / "part-p1.parquet")
+    assert out.drop_rows(p1, listed[p1], ["/b.wav"])
+    assert _files_paths(tmp_path) == ["/a.wav", "/c.wav"]
+    assert sorted(set(pq.read_table(tmp_path / "frames").column("path").to_pylist())) == ["/a.wav", "/c.wav"]
+    assert schema.read_metadata(pq.read_schema(tmp_path / "frames" / "part-p1.parquet")) == {"x": 1}
+    assert not out.drop_rows(p1, listed[p1], ["/b.wav"])  # idempotent: a retried drop changes nothing
+    assert out.drop_rows(p1, listed[p1], ["/a.wav"])
+    assert not (tmp_path / "files" / "part-p1.parquet").exists()  # emptied parts disappear

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.schema import (
     FILES_DIR,
     FRAMES_DIR,
+    RUNS_DIR,
     SEGMENT_MARK,
     STATUS_OK,
     SUFFIX,
@@ -119,6 +121,35 @@ def plan_parts(
     if group:
         parts.append(Part(_part_id(group, fp), tuple(group)))
     return parts
+
+
+BUCKET_PARTS = 8  # in-pipeline planning: about this many full parts per bucket, so few partial remainders
+
+
+def part_shape(n: int, part_files: int, min_parts: int = MIN_PARTS) -> tuple[int, int]:
+    """``(max_files, buckets)`` for ``n`` inputs: :func:`plan_parts`' small-input rule, ~BUCKET_PARTS parts a bucket."""
+    max_files = min(part_files, max(1, -(-n // min_parts)))
+    return max_files, max(1, -(-n // (BUCKET_PARTS * max_files)))
+
+
+def bucket_of(path: str, buckets: int) -> int:
+    """Stable across processes (``hash()`` is salted per process); raw bytes, so repeats share a bucket."""
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def cut_bucket(items: Iterable[tuple[Any, InputFile]], fp: str, max_files: int, max_bytes: int) -> list[Part]:
+    """One bucket's parts: first occurrence per raw path (by order), sorted by the path's bytes, cut in order.
+
+    The sort makes the result independent of the order a shuffle delivers the group in, so a retried
+    bundle cuts the same parts with the same ids.
+    """
+    first: dict[str, tuple[Any, InputFile]] = {}
+    for order, f in items:
+        if f.path not in first or order < first[f.path][0]:
+            first[f.path] = (order, f)
+    files = sorted((f for _, f in first.values()), key=lambda f: os.fsencode(f.path))
+    return plan_parts(files, fp, max_files, max_bytes, min_parts=1)
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -236,7 +267,7 @@ class OutputDir:
 
     def clear(self) -> None:
         """Removes every table, run file and derived table written by yamnet-beam (for ``--mode overwrite``)."""
-        for d in (FRAMES_DIR, FILES_DIR, TMP_DIR, "labels.csv", "manifest.json", "clips", "_similar_cache"):
+        for d in (FRAMES_DIR, FILES_DIR, TMP_DIR, RUNS_DIR, "labels.csv", "manifest.json", "clips", "_similar_cache"):
             target = f"{self.root}/{d}"
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
@@ -267,47 +298,40 @@ class OutputDir:
                 tables.append(read_table(f, columns))
         return tables
 
-    def read_files(self, columns: Sequence[str] | None = None) -> pa.Table | None:
-        """All committed files/ rows, or None when there are none."""
-        parts = self._parts(FILES_DIR).values()
-        if not parts:
-            return None
-        return pa.concat_tables(self.read_parts(parts, columns), promote_options="permissive")
-
-    def drop_paths(self, paths: set[str]) -> list[str]:
-        """Rewrites the committed parts holding rows of ``paths`` without them (frames first, then files).
-
-        Used by resume before re-processing changed or failed inputs, so that no row is duplicated.
-        Each rewrite is a temp file then a rename; a crash in between leaves the files part (the
-        marker) still naming the path, so the next resume drops it again: the step is idempotent.
-        """
-        if not paths:
-            return []
-        keep = pa.array(sorted(paths), pa.string())
-        touched = []
+    def committed_with_frames(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each committed files part with the frames parts it commits (one listing of each directory)."""
         frames: dict[str, list[str]] = {}
         for fid, path in self._parts(FRAMES_DIR).items():
             frames.setdefault(marker_id(fid), []).append(path)
-        for pid, files_path in sorted(self._parts(FILES_DIR).items()):
-            with self.fs.open(files_path, "rb") as f:
-                files = read_table(f)
-            mask = pc.is_in(files.column("path"), value_set=keep)
+        return [(path, tuple(sorted(frames.get(pid, [])))) for pid, path in sorted(self._parts(FILES_DIR).items())]
+
+    def drop_rows(self, files_path: str, frames_paths: Sequence[str], paths: Iterable[str]) -> bool:
+        """Rewrites one committed part without the rows of ``paths``: frames first, the files part (marker) last.
+
+        Each rewrite is a temp file then a rename, so a crash in between leaves the marker still naming
+        the path and the next resume drops it again (idempotent). Returns whether anything changed.
+        """
+        drop = pa.array(sorted(set(paths)), pa.string())
+        changed = False
+        for path in [*sorted(frames_paths), files_path]:
+            if not self.fs.exists(path):
+                continue
+            with self.fs.open(path, "rb") as f:
+                table = read_table(f)  # keeps the schema and its key-value metadata
+            mask = pc.is_in(table.column("path"), value_set=drop)
             if not pc.any(mask).as_py():
                 continue
-            touched.append(pid)
-            for path in [*sorted(frames.get(pid, [])), files_path]:
-                with self.fs.open(path, "rb") as f:
-                    table = read_table(f)  # keeps the schema and its key-value metadata
-                remaining = table.filter(pc.invert(pc.is_in(table.column("path"), value_set=keep)))
-                if remaining.num_rows == 0:
-                    self.fs.rm(path)
-                    continue
-                tmp = f"{self.root}/{TMP_DIR}/rewrite-{pid}-{uuid.uuid4().hex}{SUFFIX}"
-                self.fs.makedirs(f"{self.root}/{TMP_DIR}", exist_ok=True)
-                with self.fs.open(tmp, "wb") as f:
-                    pq.write_table(remaining, f, **parquet_options(remaining.schema))
-                self.fs.mv(tmp, path)
-        return touched
+            changed = True
+            remaining = table.filter(pc.invert(mask))
+            if remaining.num_rows == 0:
+                self.fs.rm(path)
+                continue
+            tmp = f"{self.root}/{TMP_DIR}/rewrite-{part_id_of(path)}-{uuid.uuid4().hex}{SUFFIX}"
+            self.fs.makedirs(f"{self.root}/{TMP_DIR}", exist_ok=True)
+            with self.fs.open(tmp, "wb") as f:
+                pq.write_table(remaining, f, **parquet_options(remaining.schema))
+            self.fs.mv(tmp, path)
+        return changed
 
 
 # Failures that may not happen again (network, a stalled mount, a bug since fixed): resume retries
@@ -320,34 +344,19 @@ def _same(a: Any, b: Any) -> bool:
     return a is None or b is None or a == b
 
 
-def plan_resume(
-    existing: pa.Table | None, inputs: Sequence[InputFile], fp: str, display: Any = str
-) -> tuple[list[InputFile], set[str]]:
-    """Splits ``inputs`` into those still to do and the display paths whose old rows must be dropped.
+RESUME_COLUMNS = ["path", "status", "error_kind", "fingerprint", "size_bytes", "mtime", "etag"]
 
-    An input is done when a committed files row has its path, the same fingerprint, the same size,
-    mtime and etag (where both sides know them), and status ``ok`` or a non-transient error (a
-    corrupt file that has not changed would fail the same way again). Everything else is re-done;
-    old rows for the same path are superseded.
+
+def is_done(row: Mapping[str, Any], item: InputFile, fp: str) -> bool:
+    """Whether a committed files row already covers ``item``, so ``--mode resume`` skips it: resume's one rule.
+
+    Done means: ok, or failed in a way the unchanged file would fail again (not a transient kind), under
+    the same fingerprint, and the file's size/mtime/etag unchanged (unknown on either side counts as equal).
     """
-    if existing is None or existing.num_rows == 0:
-        return list(inputs), set()
-    cols = ["path", "status", "error_kind", "fingerprint", "size_bytes", "mtime", "etag"]
-    rows = {r["path"]: r for r in existing.select(cols).to_pylist()}
-    todo, superseded = [], set()
-    for f in inputs:
-        key = display(f.path)
-        r = rows.get(key)
-        if (
-            r is not None
-            and (r["status"] == STATUS_OK or r["error_kind"] not in TRANSIENT_ERRORS)
-            and r["fingerprint"] == fp
-            and _same(r["size_bytes"], f.size_bytes)
-            and _same(r["mtime"], f.mtime)
-            and _same(r["etag"], f.etag)
-        ):
-            continue
-        todo.append(f)
-        if r is not None:
-            superseded.add(key)
-    return todo, superseded
+    return (
+        (row["status"] == STATUS_OK or row["error_kind"] not in TRANSIENT_ERRORS)
+        and row["fingerprint"] == fp
+        and _same(row["size_bytes"], item.size_bytes)
+        and _same(row["mtime"], item.mtime)
+        and _same(row["etag"], item.etag)
+    )

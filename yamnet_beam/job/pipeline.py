@@ -1,7 +1,9 @@
-"""The main job: match inputs, embed every file, write frames/ and files/, then the run's manifest.
+"""The main job: list inputs, embed every file, write frames/ and files/, then the run's manifest.
 
 ``run()`` is the one entry point: the CLI, ``pipelines/`` and the tests all call it. Everything that
-can be checked before workers start (inputs, output, model, labels, options) is checked here first.
+can be checked before workers start (inputs, output, model, labels, options) is checked here first,
+with bounded work; listing, part planning, resume and the summary run in the pipeline
+(:mod:`.planning`), so the launcher's time, memory and the pipeline proto do not grow with the inputs.
 """
 
 from __future__ import annotations
@@ -14,29 +16,39 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import apache_beam as beam
 import fsspec
-import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
 from yamnet_beam import framing
 from yamnet_beam.audio import RESAMPLE_CHUNK
 from yamnet_beam.job import schema
-from yamnet_beam.job.inputs import InputFile, match_inputs, with_identity
+from yamnet_beam.job.listing import InputSpec, check_inputs
 from yamnet_beam.job.options import OptionsError, YamnetOptions
-from yamnet_beam.job.parts import TMP_DIR, OutputDir, Part, fingerprint, plan_parts, plan_resume
+from yamnet_beam.job.parts import TMP_DIR, OutputDir, fingerprint
+from yamnet_beam.job.planning import (
+    PLAN_FILE,
+    SUMMARY_FILE,
+    DropSupersededRows,
+    FormParts,
+    ListInputs,
+    ResolveResume,
+    SummarizeRun,
+    WaitForPlan,
+    errors_by_kind,
+    read_json,
+    run_dir,
+)
 from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
 from yamnet_beam.model import ModelError, ModelInfo, inference_path, inspect_model, read_model_bytes
 from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
 from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
-from yamnet_beam.uris import absolute_uri, display_path
+from yamnet_beam.uris import absolute_uri
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,10 +58,8 @@ class RunPlan:
     """Everything validated and decided before the pipeline is built."""
 
     output: str
-    inputs: list[InputFile]  # every matched input
-    todo: list[InputFile]  # what this run processes (all of inputs, unless resuming)
-    superseded: set[str]  # paths whose old rows a resume drops before re-processing them
-    parts: list[Part]
+    specs: list[InputSpec]  # one checked spec per --input: workers list them
+    run_id: str  # names OUTPUT/_runs/<run_id>/, where the job leaves its plan and summary
     model: ModelInfo
     labels: Labels
     settings: EmbedSettings  # hop and fingerprint included
@@ -179,7 +189,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     """Validates options, output, inputs, model and labels, and decides the work; changes nothing on disk."""
     hop = _check_numbers(opts)
     out = _check_output_path(opts.output, opts.mode)
-    inputs = match_inputs(opts.input or [])
+    specs = check_inputs(opts.input or [])
     model_uri = absolute_uri(opts.model or default_model_uri())
     try:
         model_bytes = read_model_bytes(model_uri)
@@ -205,11 +215,6 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     if head is not None:
         fp_params["head_sha256"] = head.sha256  # other head, other frames: resume re-processes them
     fp = fingerprint(fp_params)
-    todo, superseded = list(inputs), set()
-    if opts.mode == "resume":
-        todo = [with_identity(f) for f in inputs]
-        todo, superseded = plan_resume(out.read_files(), todo, fp, display_path)
-    parts = plan_parts(todo, fp, opts.part_files, int(opts.part_mb * (1 << 20)))
     settings = EmbedSettings(
         hop_samples=hop,
         block_seconds=opts.block_seconds,
@@ -233,7 +238,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "beam_version": beam.__version__,
         **({"head_uri": absolute_uri(opts.head), "head_name": head.name, "head_classes": head.classes} if head else {}),
     }
-    return RunPlan(out.uri, inputs, todo, superseded, parts, model, labels, settings, metadata)
+    return RunPlan(out.uri, specs, uuid.uuid4().hex, model, labels, settings, metadata)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_loader: ModelLoader | None = None):
@@ -248,9 +253,18 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
         plan.metadata,
         head_classes=len(plan.metadata.get("head_classes", ())),
     )
-    return (
-        p
-        | "PlannedParts" >> beam.Create(plan.parts)
+    run_uri = run_dir(plan.output, plan.run_id)
+    fp = plan.settings.fingerprint
+    todo = p | "ListInputs" >> ListInputs(plan.specs)
+    summarized, rewritten = {}, None
+    if opts.mode == "resume":
+        resolved = todo | "ResolveResume" >> ResolveResume(plan.output, fp)
+        todo, summarized["skipped"] = resolved.todo, resolved.skipped
+        rewritten = resolved.superseded | "DropSupersededRows" >> DropSupersededRows(plan.output)
+    parts = todo | "FormParts" >> FormParts(fp, opts.part_files, int(opts.part_mb * (1 << 20)))
+    rows = (
+        parts
+        | "WaitForPlan" >> WaitForPlan(run_uri, rewritten)
         | "EmbedAudio"
         >> EmbedAudioParts(
             model_loader
@@ -262,44 +276,38 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
             plan.settings,
         )
     )
+    _ = {**summarized, "rows": rows, "parts": parts} | "SummarizeRun" >> SummarizeRun(run_uri)
+    return rows
 
 
-def summarize(
-    output: str, inputs: set[str] | None = None, wall_s: float = 0.0, processed: set[str] | None = None
-) -> RunSummary:
-    """Reads files/ back: the table, not the runner's metrics, is the record of what happened.
+def read_summary(plan: RunPlan, wall_s: float) -> tuple[RunSummary, int]:
+    """The job's own tally (``_runs/<run_id>/summary.json``) as a :class:`RunSummary`, and its part count.
 
-    ``inputs``: the paths this run matched (default: every row), so rows an earlier run left for
-    other inputs do not count; ``processed``: the paths it processed, for its realtime factor.
+    A missing file means the job did not finish; rows that differ from the files planned mean an input
+    was lost or doubled, which must not pass silently.
     """
-    table = OutputDir(output).read_files(["path", "status", "error_kind", "frames", "duration_s"])
-    if table is None:
-        table = schema.files_table([])
-    if inputs is not None:
-        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(sorted(inputs), pa.string())))
-    status = table.column("status").to_pylist()
-    kinds = Counter(
-        k for s, k in zip(status, table.column("error_kind").to_pylist(), strict=True) if s == schema.STATUS_ERROR
-    )
-    paths = table.column("path").to_pylist()
-    durations = [d or 0.0 for d in table.column("duration_s").to_pylist()]
-    done_now = sum(d for p, d in zip(paths, durations, strict=True) if processed is None or p in processed)
-    matched = len(inputs) if inputs is not None else table.num_rows
-    return RunSummary(
-        output=output,
-        files_matched=matched,
-        files_ok=status.count(schema.STATUS_OK),
-        files_error=status.count(schema.STATUS_ERROR),
-        errors_by_kind=dict(kinds),
-        frames=sum(table.column("frames").to_pylist()),
-        audio_hours=sum(durations) / 3600,
+    tally = read_json(f"{run_dir(plan.output, plan.run_id)}/{SUMMARY_FILE}")
+    if tally is None:
+        raise RuntimeError(f"The job finished without writing its summary under {run_dir(plan.output, plan.run_id)}")
+    rows, todo = int(tally.get("rows", 0)), int(tally.get("files_todo", 0))
+    if rows != todo:
+        _LOG.error("The job wrote %d files rows for %d planned inputs: see %s/files/", rows, todo, plan.output)
+    summary = RunSummary(
+        output=plan.output,
+        files_matched=rows + int(tally.get("skipped", 0)),
+        files_ok=int(tally.get("ok", 0)),
+        files_error=int(tally.get("error", 0)),
+        errors_by_kind=errors_by_kind(tally),
+        frames=int(tally.get("frames", 0)),
+        audio_hours=tally.get("duration_s", 0.0) / 3600,
         wall_s=wall_s,
-        files_processed=matched if processed is None else len(processed),
-        audio_hours_processed=done_now / 3600,
+        files_processed=rows,
+        audio_hours_processed=tally.get("processed_s", 0.0) / 3600,
     )
+    return summary, int(tally.get("parts", 0))
 
 
-def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime) -> None:
+def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime, parts: int) -> None:
     out = OutputDir(plan.output)
     manifest = {
         **plan.metadata,
@@ -320,9 +328,10 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
             "audio_hours": summary.audio_hours,
             "files_processed_this_run": summary.files_processed,
             "audio_hours_processed_this_run": summary.audio_hours_processed,
-            "parts_this_run": len(plan.parts),
+            "parts_this_run": parts,
         },
         "mode": opts.mode,
+        "run_id": plan.run_id,
         "started_at": started.isoformat(),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "wall_s": summary.wall_s,
@@ -335,8 +344,11 @@ class _Progress:
     """Reports progress while a run goes on, from what it has committed: runner-agnostic (local,
     Dataflow or Flink alike), since files/ parts are the record of what is done."""
 
-    def __init__(self, out: OutputDir, total_files: int, interval_s: float, stream=None):
-        self._out, self._total, self._interval = out, total_files, interval_s
+    def __init__(
+        self, out: OutputDir, total_files: int | None, interval_s: float, stream=None, plan_uri: str | None = None
+    ):
+        """``total_files`` None: read from ``plan_uri`` (the job's plan.json) once the job has written it."""
+        self._out, self._total, self._interval, self._plan_uri = out, total_files, interval_s, plan_uri
         self._stream = stream or sys.stderr
         self._seen = out.committed_parts()
         self._files = 0
@@ -346,7 +358,7 @@ class _Progress:
         self._thread = threading.Thread(target=self._loop, name="yamnet-beam-progress", daemon=True)
 
     def __enter__(self):
-        if self._interval > 0 and self._total:
+        if self._interval > 0 and (self._total or self._plan_uri):
             self._thread.start()
         return self
 
@@ -362,8 +374,13 @@ class _Progress:
             self._audio_s += sum(d for d in table.column("duration_s").to_pylist() if d)
         self._seen |= new
         wall = time.perf_counter() - self._t0
+        if self._total is None and self._plan_uri:
+            plan = read_json(self._plan_uri)
+            self._total = None if plan is None else int(plan["files_todo"])
+        total = "?" if self._total is None else self._total
+        listing = ", listing inputs" if self._total is None else ""
         return (
-            f"yamnet-beam: {self._files}/{self._total} files done, {self._audio_s / 3600:.2f} h audio, "
+            f"yamnet-beam: {self._files}/{total} files done{listing}, {self._audio_s / 3600:.2f} h audio, "
             f"{self._audio_s / wall if wall else 0:.0f}x realtime, {wall:.0f} s"
         )
 
@@ -395,16 +412,9 @@ def run(
     removed = out.remove_uncommitted()  # leftovers of a killed run: never visible to readers, now gone
     if removed:
         _LOG.warning("Removed %d uncommitted files of an interrupted run", len(removed))
-    dropped = out.drop_paths(plan.superseded)
-    if dropped:
-        _LOG.warning(
-            "Re-processing %d changed or failed inputs (rows dropped from %d parts)", len(plan.superseded), len(dropped)
-        )
     _LOG.info(
-        "Matched %d inputs, %d to process in %d parts; model %s (%s)",
-        len(plan.inputs),
-        len(plan.todo),
-        len(plan.parts),
+        "Checked %d inputs; listing and planning run in the job; model %s (%s)",
+        len(plan.specs),
         plan.model.uri,
         plan.model.sha256[:12],
     )
@@ -414,21 +424,16 @@ def run(
     # PROCESS/EXTERNAL pools started by hand inherit it too) read this at start-up: one malloc arena
     # per decode thread retained 90-130 MB per worker on a 2-hour file (390 -> 300 MB measured).
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    if plan.parts:
-        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-        build_pipeline(p, plan, opts, model_loader)
-        with _Progress(out, len(plan.todo), opts.progress_interval_s):
-            p.run().wait_until_finish()
+    p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build_pipeline(p, plan, opts, model_loader)
+    plan_uri = f"{run_dir(plan.output, plan.run_id)}/{PLAN_FILE}"
+    with _Progress(out, None, opts.progress_interval_s, plan_uri=plan_uri):
+        p.run().wait_until_finish()
     wall_s = time.perf_counter() - t0
     out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
-    summary = summarize(
-        plan.output,
-        {display_path(f.path) for f in plan.inputs},
-        wall_s,
-        processed={display_path(f.path) for f in plan.todo},
-    )
-    _write_manifest(plan, opts, summary, started)
+    summary, parts = read_summary(plan, wall_s)
+    _write_manifest(plan, opts, summary, started, parts)
     print(summary.format())
     total = summary.files_ok + summary.files_error
     if total and summary.files_error / total > opts.fail_threshold:

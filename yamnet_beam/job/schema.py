@@ -281,6 +281,7 @@ def files_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema = FILES_SCH
 FRAMES_DIR = "frames"
 FILES_DIR = "files"
 TMP_DIR = "_tmp"
+RUNS_DIR = "_runs"  # _runs/<run_id>/plan.json and summary.json: what each run planned and did, written by the job
 PREFIX = "part-"
 SUFFIX = ".parquet"
 SEGMENT_MARK = "-s"  # frames/part-<id>-s00003.parquet: segment 3 of the long file committed by files/part-<id>

@@ -1,0 +1,12 @@
+"""Fixtures shared by the matching tests (in-process expansion and in-pipeline listing)."""
+
+import pytest
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Audio (any case of extension), non-audio and a top-level file, two levels deep."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ["a/x.wav", "a/b/y.flac", "a/b/z.MP3", "a/notes.txt.bak", "a/b/readme.md", "top.ogg"]:
+        (tmp_path / name).write_bytes(b"RIFF")
+    return tmp_path
