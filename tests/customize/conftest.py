@@ -55,6 +55,30 @@ def head_dir(plain_out, labelled, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mlp_head_dir(plain_out, labelled, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads") / "sounds_mlp"
+    train(str(plain_out), str(labelled["csv"]), str(d), head_type="mlp", folds=3)
+    return d
+
+
+@pytest.fixture(scope="session")
+def multilabel_csv(labelled):
+    """The labels plus a second label, "tonal", on every tone and chirp: a multi-label (sigmoid) head."""
+    rows = labelled["csv"].read_text().splitlines()
+    rows += [f"{r.split(',')[0]},tonal" for r in rows[1:] if r.startswith(("tone", "chirp"))]
+    csv = labelled["audio"] / "multi.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+@pytest.fixture(scope="session")
+def multi_head_dir(plain_out, multilabel_csv, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads") / "sounds_multi"
+    train(str(plain_out), str(multilabel_csv), str(d), folds=3)
+    return d
+
+
+@pytest.fixture(scope="session")
 def head(head_dir):
     return load_head(str(head_dir))
 
