@@ -7,6 +7,9 @@ The set is the demo's labelled audio plus a "speech" class from the shared fixtu
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -101,3 +104,22 @@ def head_out(labelled, head_dir, tmp_path_factory, model_args):
         ]
     )
     return out
+
+
+@pytest.fixture
+def foreign_head_dir(head_dir, tmp_path):
+    """A copy of the head claiming another YAMNet model (SHA-256 00...0)."""
+    foreign = tmp_path / "foreign"
+    shutil.copytree(head_dir, foreign)
+    doc = json.loads((foreign / "head.json").read_text())
+    doc["yamnet_sha256"] = "0" * 64
+    (foreign / "head.json").write_text(json.dumps(doc))
+    return foreign
+
+
+@pytest.fixture
+def bare_out(plain_out, tmp_path):
+    """A copy of the plain output without any applied head (heads/)."""
+    copy = tmp_path / "bare"
+    shutil.copytree(plain_out, copy, ignore=shutil.ignore_patterns("heads"))
+    return copy
