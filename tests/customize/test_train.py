@@ -206,6 +206,27 @@ def test_mlp_head_equals_scikit_learn_mlp(mlp_head_dir, independent):
     np.testing.assert_allclose(head.scores(x), mlp().fit(x, targets(paths)).predict_proba(x), atol=1e-5)
 
 
+def test_min_frame_score_fits_on_the_frames_that_reach_it(plain_out, labelled, independent, tmp_path):
+    """Frames below the score are left out; a file left with none is reported, then classes are counted."""
+    t = pq.read_table(plain_out / "frames", columns=["path", "top_score"])
+    paths = np.asarray(t.column("path").to_pylist())
+    top = t.column("top_score").to_numpy()
+    usable = independent["paths"]
+    best = {p: top[paths == p].max() for p in usable}
+    cut = float(np.nextafter(np.float32(sorted(best.values())[1]), np.float32(1)))  # the two weakest files lose all
+    kept = {p: int((top[paths == p] >= cut).sum()) for p in usable}
+    dropped = sorted(p for p in usable if kept[p] == 0)
+    assert len(dropped) >= 2
+    left = [p for p in usable if kept[p]]
+    per_class = {c: sum(independent["label"][p] == c for p in left) for c in independent["classes"]}
+    left = [p for p in left if per_class[independent["label"][p]] >= 3]
+    train(str(plain_out), str(labelled["csv"]), str(tmp_path / "h"), folds=3, min_frame_score=cut)
+    m = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert sorted(m["folds"]) == sorted(left) and m["frames"] == sum(kept[p] for p in left)
+    for p in dropped:
+        assert f"{p}: skipped, no frame reaches --min_frame_score" in "\n".join(m["problems"])
+
+
 def test_confusion_matrix_png(head_dir, metrics):
     stats = png_stats((head_dir / "confusion.png").read_bytes())
     assert stats["width"] > 200 and stats["colours"] > 20
