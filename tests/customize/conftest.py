@@ -60,7 +60,7 @@ def head_dir(plain_out, labelled, tmp_path_factory):
 @pytest.fixture(scope="session")
 def mlp_head_dir(plain_out, labelled, tmp_path_factory):
     d = tmp_path_factory.mktemp("heads") / "sounds_mlp"
-    train(str(plain_out), str(labelled["csv"]), str(d), head_type="mlp", folds=3)
+    train(str(plain_out), str(labelled["csv"]), str(d), head_type="mlp", folds=3, hidden=64)
     return d
 
 

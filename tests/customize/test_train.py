@@ -187,7 +187,7 @@ def test_mlp_head_equals_scikit_learn_mlp(mlp_head_dir, independent):
 
     def mlp():
         return make_pipeline(
-            StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-4, max_iter=1000, random_state=0)
+            StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-4, max_iter=1000, random_state=0)
         )
 
     def targets(ps):
@@ -201,7 +201,7 @@ def test_mlp_head_equals_scikit_learn_mlp(mlp_head_dir, independent):
             pred[p] = int(model.predict_proba(frames[p]).mean(axis=0).argmax())
     truth = [classes.index(label[p]) for p in paths]
     assert metrics["clip"]["accuracy"] == pytest.approx(accuracy_score(truth, [pred[p] for p in paths]), abs=1e-12)
-    assert [w.shape for w, _ in head.layers] == [(1024, 256), (256, len(classes))]
+    assert [w.shape for w, _ in head.layers] == [(1024, 64), (64, len(classes))]
     x = np.concatenate([frames[p] for p in paths])
     np.testing.assert_allclose(head.scores(x), mlp().fit(x, targets(paths)).predict_proba(x), atol=1e-5)
 
