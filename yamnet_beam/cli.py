@@ -243,7 +243,12 @@ def _add_customize_parsers(sub) -> None:
     train.add_argument(
         "--target_precision", type=float, help="thresholds: most recall at this precision (default max F1)"
     )
-    train.add_argument("--min_frame_score", type=float, default=0.0, help="drop frames whose top YAMNet score is lower")
+    train.add_argument(
+        "--min_frame_score",
+        type=float,
+        default=0.0,
+        help="fit only on frames whose top YAMNet score reaches this (default 0: off; it did not help, see README)",
+    )
     train.add_argument("--hidden", type=int, default=256, help="mlp: hidden units (default 256)")
     train.add_argument("--seed", type=int, default=0, help="fold shuffling and mlp initialisation (default 0)")
     apply = sub.add_parser(

@@ -7,6 +7,9 @@ The set is the demo's labelled audio plus a "speech" class from the shared fixtu
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -55,6 +58,30 @@ def head_dir(plain_out, labelled, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mlp_head_dir(plain_out, labelled, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads") / "sounds_mlp"
+    train(str(plain_out), str(labelled["csv"]), str(d), head_type="mlp", folds=3, hidden=64)
+    return d
+
+
+@pytest.fixture(scope="session")
+def multilabel_csv(labelled):
+    """The labels plus a second label, "tonal", on every tone and chirp: a multi-label (sigmoid) head."""
+    rows = labelled["csv"].read_text().splitlines()
+    rows += [f"{r.split(',')[0]},tonal" for r in rows[1:] if r.startswith(("tone", "chirp"))]
+    csv = labelled["audio"] / "multi.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+@pytest.fixture(scope="session")
+def multi_head_dir(plain_out, multilabel_csv, tmp_path_factory):
+    d = tmp_path_factory.mktemp("heads") / "sounds_multi"
+    train(str(plain_out), str(multilabel_csv), str(d), folds=3)
+    return d
+
+
+@pytest.fixture(scope="session")
 def head(head_dir):
     return load_head(str(head_dir))
 
@@ -77,3 +104,22 @@ def head_out(labelled, head_dir, tmp_path_factory, model_args):
         ]
     )
     return out
+
+
+@pytest.fixture
+def foreign_head_dir(head_dir, tmp_path):
+    """A copy of the head claiming another YAMNet model (SHA-256 00...0)."""
+    foreign = tmp_path / "foreign"
+    shutil.copytree(head_dir, foreign)
+    doc = json.loads((foreign / "head.json").read_text())
+    doc["yamnet_sha256"] = "0" * 64
+    (foreign / "head.json").write_text(json.dumps(doc))
+    return foreign
+
+
+@pytest.fixture
+def bare_out(plain_out, tmp_path):
+    """A copy of the plain output without any applied head (heads/)."""
+    copy = tmp_path / "bare"
+    shutil.copytree(plain_out, copy, ignore=shutil.ignore_patterns("heads"))
+    return copy

@@ -21,7 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from yamnet_beam.cli import main
 from yamnet_beam.customize.export import YAMNET_LABELS_FILE, append_head
-from yamnet_beam.customize.head import Head, HeadError
+from yamnet_beam.customize.head import Head, HeadError, load_head
 from yamnet_beam.job.pipeline import run
 from yamnet_beam.model import ModelError
 
@@ -87,6 +87,27 @@ def test_yamnet_scores_bit_identical_and_custom_scores_are_the_heads(exported, l
         np.testing.assert_allclose(only, custom, atol=1e-6)
 
 
+@pytest.mark.parametrize("which", ["mlp_head_dir", "multi_head_dir"])
+def test_mlp_and_sigmoid_heads_export_to_their_scores(which, request, labelled, plain_out, model_path, class_map_path):
+    """FULLY_CONNECTED + RELU + FULLY_CONNECTED + SOFTMAX, and FULLY_CONNECTED + LOGISTIC: the head's own scores."""
+    head_dir = request.getfixturevalue(which)
+    head = load_head(str(head_dir))
+    dest = head_dir.parent / f"{which}.tflite"
+    assert (
+        main(["export", str(head_dir), "-o", str(dest), "--model", str(model_path), "--class_map", str(class_map_path)])
+        == 0
+    )
+    t = pq.read_table(plain_out / "frames", columns=["path", "frame", "embedding"])
+    t = t.sort_by([("path", "ascending"), ("frame", "ascending")])
+    paths = np.asarray(t.column("path").to_pylist())
+    emb = np.stack(t.column("embedding").to_numpy(zero_copy_only=False))
+    for name in NAMES[:3]:
+        x, _ = sf.read(labelled["audio"] / name, dtype="float32")
+        yamnet, custom = invoke(dest.read_bytes(), windows(x))
+        np.testing.assert_array_equal(yamnet, invoke(model_path.read_bytes(), windows(x))[0])
+        np.testing.assert_allclose(custom, head.scores(emb[paths == str(labelled["audio"] / name)]), atol=1e-5)
+
+
 def _classify(model: bytes, x: np.ndarray):
     from mediapipe.tasks.python.audio import audio_classifier as ac
     from mediapipe.tasks.python.components.containers import audio_data
@@ -115,19 +136,11 @@ def test_mediapipe_audio_classifier_agrees_with_the_pipeline(exported, labelled,
                 assert len(window["yamnet"]) == 521
 
 
-def test_export_refuses_a_head_of_another_model(head_dir, tmp_path, model_path):
-    import json
-    import shutil
-
-    foreign = tmp_path / "foreign"
-    shutil.copytree(head_dir, foreign)
-    doc = json.loads((foreign / "head.json").read_text())
-    doc["yamnet_sha256"] = "f" * 64
-    (foreign / "head.json").write_text(json.dumps(doc))
+def test_export_refuses_a_head_of_another_model(foreign_head_dir, tmp_path, model_path):
     from yamnet_beam.customize.export import export_head
 
     with pytest.raises(HeadError, match="trained on embeddings of the model"):
-        export_head(str(foreign), str(tmp_path / "x.tflite"), str(model_path))
+        export_head(str(foreign_head_dir), str(tmp_path / "x.tflite"), str(model_path))
     assert not (tmp_path / "x.tflite").exists()
 
 

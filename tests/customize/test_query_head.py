@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -51,34 +49,28 @@ def test_applied_table_answers_the_same(plain_out, head_out, head_dir, head, cap
     assert "tone" in capsys.readouterr().out
 
 
-def test_unknown_class_or_missing_scores_say_what_to_do(head_out, plain_out, head, tmp_path):
+def test_unknown_class_or_missing_scores_say_what_to_do(head_out, bare_out, head):
     with pytest.raises(QueryError, match="its classes are"):
         q.events(open_output(str(head_out)), "Speech!", None, head=head)
     with pytest.raises(QueryError, match="--threshold is required"):
         q.events(open_output(str(head_out)), "Speech", None)
-    bare = tmp_path / "bare"
-    shutil.copytree(plain_out, bare, ignore=shutil.ignore_patterns("heads"))
     with pytest.raises(QueryError, match="holds no scores of the head 'sounds'.*yamnet-beam apply"):
-        q.top_classes(open_output(str(bare)), 1, head=head)
+        q.top_classes(open_output(str(bare_out)), 1, head=head)
 
 
-def test_an_applied_table_missing_a_frames_part_is_refused(plain_out, head_dir, head, tmp_path):
+def test_an_applied_table_missing_a_frames_part_is_refused(bare_out, head_dir, head):
     """After a resume added frames parts, the applied table would silently leave their files out."""
-    copy = tmp_path / "out"
-    shutil.copytree(plain_out, copy, ignore=shutil.ignore_patterns("heads"))
-    assert main(["apply", str(copy), "--head", str(head_dir)]) == 0
-    parts = sorted((copy / "heads" / head.name).glob("part-*.parquet"))
-    assert [p.name for p in parts] == sorted(p.name for p in (copy / "frames").glob("part-*.parquet"))
+    assert main(["apply", str(bare_out), "--head", str(head_dir)]) == 0
+    parts = sorted((bare_out / "heads" / head.name).glob("part-*.parquet"))
+    assert [p.name for p in parts] == sorted(p.name for p in (bare_out / "frames").glob("part-*.parquet"))
     parts[-1].unlink()
     with pytest.raises(QueryError, match=f"{parts[-1].name} is not scored.*apply .* again"):
-        q.events(open_output(str(copy)), "tone", None, head=head)
+        q.events(open_output(str(bare_out)), "tone", None, head=head)
 
 
-def test_apply_passes_beam_options_to_its_pipeline(plain_out, head_dir, tmp_path):
-    copy = tmp_path / "out"
-    shutil.copytree(plain_out, copy, ignore=shutil.ignore_patterns("heads"))
+def test_apply_passes_beam_options_to_its_pipeline(bare_out, head_dir):
     with pytest.raises(ValueError, match="NoSuchRunner"):
-        main(["apply", str(copy), "--head", str(head_dir), "--runner", "NoSuchRunner"])
+        main(["apply", str(bare_out), "--head", str(head_dir), "--runner", "NoSuchRunner"])
 
 
 def test_pool_adds_mean_head_scores(head_out, tmp_path):

@@ -77,12 +77,8 @@ def test_report_of_an_applied_head(plain_out, head_dir, head, tmp_path):
     _check_page(page, head_dir, _mean_head_scores(plain_out / "heads" / head.name))
 
 
-def test_report_without_the_heads_scores_says_what_to_do(plain_out, head_dir, tmp_path, capsys):
-    import shutil
-
-    bare = tmp_path / "bare"
-    shutil.copytree(plain_out, bare, ignore=shutil.ignore_patterns("heads"))
+def test_report_without_the_heads_scores_says_what_to_do(bare_out, head_dir, tmp_path, capsys):
     capsys.readouterr()
-    assert main(["report", str(bare), "-o", str(tmp_path / "r.html"), "--head", str(head_dir)]) == 2
+    assert main(["report", str(bare_out), "-o", str(tmp_path / "r.html"), "--head", str(head_dir)]) == 2
     assert "yamnet-beam apply" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()

@@ -11,14 +11,18 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     confusion_matrix,
+    f1_score,
     precision_recall_fscore_support,
     precision_score,
     recall_score,
 )
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tests.support.helpers import png_stats
 from yamnet_beam.customize.head import HeadError, load_head
 from yamnet_beam.customize.train import TrainError, train
 
@@ -135,15 +139,98 @@ def test_fold_column_sets_the_splits(plain_out, labelled, tmp_path):
     assert got == expected
 
 
-def test_several_labels_per_path_train_a_sigmoid_head(plain_out, labelled, tmp_path):
-    rows = labelled["csv"].read_text().splitlines()
-    rows += [f"{r.split(',')[0]},tonal" for r in rows[1:] if r.startswith(("tone", "chirp"))]
-    csv = labelled["audio"] / "multi.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    h = train(str(plain_out), str(csv), str(tmp_path / "h"), folds=3)
-    assert h.activation == "sigmoid" and "tonal" in h.classes
-    m = json.loads((tmp_path / "h" / "metrics.json").read_text())["clip"]
-    assert 0 <= m["mAP"] <= 1 and "macro_f1" in m
+def _fold_frames(independent, folds, f):
+    """Training frames (x, file index per frame) of fold ``f``'s complement and the held-out paths."""
+    paths, frames = independent["paths"], independent["frames"]
+    train_p = [p for p in paths if folds[p] != f]
+    return train_p, [p for p in paths if folds[p] == f], np.concatenate([frames[p] for p in train_p])
+
+
+def test_multilabel_head_metrics_equal_per_class_scikit_learn(multi_head_dir, independent):
+    """Several labels per path: one sigmoid per class; mAP and macro-F1 of held-out clip means, as scikit-learn."""
+    head = load_head(str(multi_head_dir))
+    metrics = json.loads((multi_head_dir / "metrics.json").read_text())
+    assert head.activation == "sigmoid" and head.classes == sorted([*independent["classes"], "tonal"])
+    folds, frames, label = metrics["folds"], independent["frames"], independent["label"]
+    paths = independent["paths"]
+
+    def labels_of(p):
+        return {label[p]} | ({"tonal"} if label[p] in ("tone", "chirp") else set())
+
+    truth = np.array([[c in labels_of(p) for c in head.classes] for p in paths], dtype=int)
+    clip = {}
+    for f in sorted(set(folds.values())):
+        train_p, test_p, x = _fold_frames(independent, folds, f)
+        y = np.concatenate([np.repeat(truth[[paths.index(p)]], len(frames[p]), axis=0) for p in train_p])
+        models = [
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y[:, k])
+            for k in range(y.shape[1])
+        ]
+        for p in test_p:
+            clip[p] = np.stack([m.predict_proba(frames[p])[:, 1] for m in models], axis=1).mean(axis=0)
+    scores = np.stack([clip[p] for p in paths])
+    assert metrics["clip"]["mAP"] == pytest.approx(average_precision_score(truth, scores, average="macro"), abs=1e-9)
+    pred = scores >= np.asarray(head.thresholds)[None, :]
+    assert metrics["clip"]["macro_f1"] == pytest.approx(
+        f1_score(truth, pred, average="macro", zero_division=0), abs=1e-9
+    )
+    x = np.concatenate([frames[p] for p in paths])
+    assert 0.02 < head.scores(x)[:, head.classes.index("tonal")].mean() < 0.98  # a real second label, not constant
+
+
+def test_mlp_head_equals_scikit_learn_mlp(mlp_head_dir, independent):
+    """--head_type mlp: held-out clip accuracy and the final head's scores equal scikit-learn's MLPClassifier."""
+    head = load_head(str(mlp_head_dir))
+    metrics = json.loads((mlp_head_dir / "metrics.json").read_text())
+    classes, label, frames, paths = (independent[k] for k in ("classes", "label", "frames", "paths"))
+    folds = metrics["folds"]
+
+    def mlp():
+        return make_pipeline(
+            StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-4, max_iter=1000, random_state=0)
+        )
+
+    def targets(ps):
+        return np.concatenate([[classes.index(label[p])] * len(frames[p]) for p in ps])
+
+    pred = {}
+    for f in sorted(set(folds.values())):
+        train_p, test_p, x = _fold_frames(independent, folds, f)
+        model = mlp().fit(x, targets(train_p))
+        for p in test_p:
+            pred[p] = int(model.predict_proba(frames[p]).mean(axis=0).argmax())
+    truth = [classes.index(label[p]) for p in paths]
+    assert metrics["clip"]["accuracy"] == pytest.approx(accuracy_score(truth, [pred[p] for p in paths]), abs=1e-12)
+    assert [w.shape for w, _ in head.layers] == [(1024, 64), (64, len(classes))]
+    x = np.concatenate([frames[p] for p in paths])
+    np.testing.assert_allclose(head.scores(x), mlp().fit(x, targets(paths)).predict_proba(x), atol=1e-5)
+
+
+def test_min_frame_score_fits_on_the_frames_that_reach_it(plain_out, labelled, independent, tmp_path):
+    """Frames below the score are left out; a file left with none is reported, then classes are counted."""
+    t = pq.read_table(plain_out / "frames", columns=["path", "top_score"])
+    paths = np.asarray(t.column("path").to_pylist())
+    top = t.column("top_score").to_numpy()
+    usable = independent["paths"]
+    best = {p: top[paths == p].max() for p in usable}
+    cut = float(np.nextafter(np.float32(sorted(best.values())[1]), np.float32(1)))  # the two weakest files lose all
+    kept = {p: int((top[paths == p] >= cut).sum()) for p in usable}
+    dropped = sorted(p for p in usable if kept[p] == 0)
+    assert len(dropped) >= 2
+    left = [p for p in usable if kept[p]]
+    per_class = {c: sum(independent["label"][p] == c for p in left) for c in independent["classes"]}
+    left = [p for p in left if per_class[independent["label"][p]] >= 3]
+    train(str(plain_out), str(labelled["csv"]), str(tmp_path / "h"), folds=3, min_frame_score=cut)
+    m = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert sorted(m["folds"]) == sorted(left) and m["frames"] == sum(kept[p] for p in left)
+    for p in dropped:
+        assert f"{p}: skipped, no frame reaches --min_frame_score" in "\n".join(m["problems"])
+
+
+def test_confusion_matrix_png(head_dir, metrics):
+    stats = png_stats((head_dir / "confusion.png").read_bytes())
+    assert stats["width"] > 200 and stats["colours"] > 20
+    assert np.asarray(metrics["clip"]["confusion_matrix"]).sum() == metrics["files"]
 
 
 def test_tampered_or_foreign_heads_are_refused(head_dir, tmp_path):

@@ -133,6 +133,10 @@ def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: flo
             chosen[p] = labs
             if folds_of:
                 chosen_folds[p] = folds_of[entry]
+    emb = _frame_embeddings(out, sorted(chosen), min_frame_score)
+    for p in sorted(set(chosen) - set(emb)):  # before counting: a class must have enough files left
+        problems.append(f"{p}: skipped, no frame reaches --min_frame_score {min_frame_score}")
+        del chosen[p]
     counts: dict[str, int] = {}
     for labs in chosen.values():
         for lab in labs:
@@ -149,11 +153,7 @@ def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: flo
             + ("; ".join(problems) or "label more files")
         )
     multilabel = any(len(labs) > 1 for labs in chosen.values())
-    paths = sorted(chosen)
-    emb = _frame_embeddings(out, paths, min_frame_score)
-    kept = [p for p in paths if len(emb.get(p, ())) > 0]
-    for p in sorted(set(paths) - set(kept)):
-        problems.append(f"{p}: skipped, no frame reaches --min_frame_score {min_frame_score}")
+    kept = sorted(chosen)
     targets = np.array([[c in chosen[p] for c in classes] for p in kept], dtype=np.int8)
     return LabelledSet(
         classes=classes,
