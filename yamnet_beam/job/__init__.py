@@ -5,7 +5,8 @@ listed on workers: :mod:`.listing`), parts and their commits and resume (:mod:`.
 bookkeeping steps of the pipeline (listing, resume join, part cutting, summary: :mod:`.planning`),
 the tables' schemas and the output layout (:mod:`.schema`, defined once), the
 DoFns that adapt audio and model to Beam (:mod:`.transforms`), ``run()`` (:mod:`.pipeline`), and a
-RunInference ``ModelHandler`` for users' own pipelines (:mod:`.runinference`). May import
-:mod:`yamnet_beam.audio`, :mod:`yamnet_beam.model`, :mod:`yamnet_beam.framing` and
-:mod:`yamnet_beam.uris`; never :mod:`yamnet_beam.analysis`.
+RunInference ``ModelHandler`` for users' own pipelines (:mod:`.runinference`), and ``apply`` (a head over
+stored embeddings: :mod:`.apply`). May import :mod:`yamnet_beam.audio`, :mod:`yamnet_beam.model`,
+:mod:`yamnet_beam.framing`, :mod:`yamnet_beam.uris` and :mod:`yamnet_beam.customize.head` (the head file);
+never :mod:`yamnet_beam.analysis`.
 """
