@@ -61,7 +61,7 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
     out = OutputDir(absolute_uri(output))
     head_uri = absolute_uri(head_dir)
     head = load_head(head_uri)
-    frames = schema.committed_frames(out._ls(schema.FRAMES_DIR), out._ls(schema.FILES_DIR))
+    frames = [f for _, parts in out.committed_with_frames() for f in parts]
     if not frames:
         raise OptionsError(f"{output} has no committed frames/ parts: pass the --output directory of a finished run")
     manifest_path = f"{out.root}/manifest.json"
