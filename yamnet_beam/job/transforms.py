@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -485,7 +485,7 @@ class _EmbedSegmentFn(_ModelFn):
 class _CommitSegmentedFileFn(_OutputFn):
     """Once every segment of a long file is done, writes its one files row: the file's commit marker."""
 
-    def process(self, element: tuple[str, Sequence[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[str, Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         part_id, results = element
         results = sorted(results, key=lambda r: r["index"])
         seg = results[0]["segment"]
