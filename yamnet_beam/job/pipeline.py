@@ -44,11 +44,13 @@ from yamnet_beam.job.planning import (
     read_json,
     run_dir,
 )
+from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
 from yamnet_beam.model import ModelError, ModelInfo, inference_path, inspect_model, read_model_bytes
 from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
 from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
 from yamnet_beam.uris import absolute_uri
+from yamnet_beam.versions import installed
 
 _LOG = logging.getLogger(__name__)
 
@@ -215,6 +217,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     if head is not None:
         fp_params["head_sha256"] = head.sha256  # other head, other frames: resume re-processes them
     fp = fingerprint(fp_params)
+    versions = installed()
     settings = EmbedSettings(
         hop_samples=hop,
         block_seconds=opts.block_seconds,
@@ -226,6 +229,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         fingerprint=fp,
         head_uri=absolute_uri(opts.head) if head is not None else None,
         head_sha256=head.sha256 if head is not None else None,
+        versions=tuple(versions.items()),
     )
     metadata = {
         **fp_params,
@@ -236,6 +240,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "labels_source": labels.source,
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
+        "versions": versions,
         **({"head_uri": absolute_uri(opts.head), "head_name": head.name, "head_classes": head.classes} if head else {}),
     }
     return RunPlan(out.uri, specs, uuid.uuid4().hex, model, labels, settings, metadata)
@@ -405,6 +410,7 @@ def run(
     options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
     opts = options.view_as(YamnetOptions)
     plan = plan_run(opts)
+    pin_worker_versions(options, dict(plan.settings.versions))
     out = OutputDir(plan.output)
     if opts.mode == "overwrite":
         out.clear()
