@@ -54,3 +54,25 @@ def test_check_worker_names_both_versions():
     assert f"numpy {numpy.__version__} (launcher 1.0.0)" in msg
     assert f"apache-beam {apache_beam.__version__} (launcher 2.0.0)" in msg
     assert "pyarrow" not in msg and len(msg.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["version"], ["--version"]])
+def test_version_command_prints_what_a_bug_report_needs(argv, model_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yamnet_beam
+
+    env = {**os.environ, "YAMNET_BEAM_MODEL": str(model_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "yamnet_beam.cli", *argv], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"yamnet-beam {yamnet_beam.__version__}"
+    assert f"apache-beam {apache_beam.__version__}" in lines and f"pyarrow {pyarrow.__version__}" in lines
+    assert f"model: {model_path}" in lines
+    extras = next(x for x in lines if x.startswith("extras: "))
+    assert "query" in extras  # duckdb is installed with the dev extra
+    assert proc.stderr == ""

@@ -85,3 +85,16 @@ def check_worker(expected: Mapping[str, str]) -> None:
             f"this worker runs {', '.join(differ)}: give workers the launcher's versions "
             "(the job stages them as pins with --setup_file; images: build from requirements/lock.txt)"
         )
+
+
+def describe(model: str) -> str:
+    """What a bug report needs first: the package, the pinned distributions, Python, the model, the extras."""
+    import platform
+
+    from yamnet_beam import __version__
+
+    lines = [f"yamnet-beam {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
+    lines += [f"{name} {version}" for name, version in installed().items()]
+    lines.append(f"model: {model}")
+    lines.append(f"extras: {', '.join(extras_installed()) or 'none'}")
+    return "\n".join(lines)
