@@ -12,7 +12,7 @@ uv() {
   if command -v uv >/dev/null && [ "$(command uv --version | cut -d' ' -f2)" = "$UV_VERSION" ]; then command uv "$@"
   else python3 -m pip install --quiet "uv==$UV_VERSION" && python3 -m uv "$@"; fi
 }
-args=(pip compile pyproject.toml --all-extras --python-version 3.11 --python-platform x86_64-manylinux_2_28
+args=(pip compile pyproject.toml -c requirements/pip-compat.txt --all-extras --python-version 3.11 --python-platform x86_64-manylinux_2_28
   --no-header --quiet --custom-compile-command "bash requirements/lock.sh")
 if [ "${1:-}" = "--check" ]; then
   # --upgrade off: a lock that still satisfies the bounds is kept as it is; any change means a stale lock.
