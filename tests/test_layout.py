@@ -22,10 +22,11 @@ HEAVY = ("apache_beam", "duckdb", "matplotlib")
 ALLOWED = {
     "framing": set(),
     "uris": set(),
+    "versions": set(),  # the installed versions launcher and workers must share (metadata only)
     "audio": {"framing", "uris"},
     "model": {"framing", "uris"},
     # job may use a head's numpy forward pass (run --head, apply), nothing else of customize.
-    "job": {"framing", "uris", "audio", "model", "customize.head"},
+    "job": {"framing", "uris", "versions", "audio", "model", "customize.head"},
     "analysis": {"framing", "uris", "audio", "model", "job.schema", "customize.head"},
     "customize": {"framing", "uris", "audio", "model", "job.schema", "analysis"},
 }
@@ -85,7 +86,8 @@ def test_the_layout_rules_see_every_stage() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["yamnet_beam.audio", "yamnet_beam.model", "yamnet_beam.framing", "yamnet_beam.uris"]
+    "module",
+    ["yamnet_beam.audio", "yamnet_beam.model", "yamnet_beam.framing", "yamnet_beam.uris", "yamnet_beam.versions"],
 )
 def test_notebook_layers_import_no_beam_duckdb_or_matplotlib(module: str) -> None:
     """Importing a notebook layer (and every module in it) in a fresh interpreter loads none of the heavy stacks."""

@@ -91,9 +91,10 @@ def describe(model: str) -> str:
     """What a bug report needs first: the package, the pinned distributions, Python, the model, the extras."""
     import platform
 
-    from yamnet_beam import __version__
-
-    lines = [f"yamnet-beam {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
+    lines = [
+        f"yamnet-beam {version_of('yamnet-beam') or 'not installed'}",
+        f"python {platform.python_version()} ({platform.platform()})",
+    ]
     lines += [f"{name} {version}" for name, version in installed().items()]
     lines.append(f"model: {model}")
     lines.append(f"extras: {', '.join(extras_installed()) or 'none'}")
