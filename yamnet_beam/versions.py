@@ -15,15 +15,6 @@ from collections.abc import Iterable, Mapping
 
 # The distributions whose version must be the same on launcher and workers (names as on PyPI).
 PINNED = ("apache-beam", "ai-edge-litert", "numpy", "pyarrow", "soxr")
-# Extras and the distributions that make each one usable, for `yamnet-beam version`.
-EXTRAS = {
-    "av": ("av",),
-    "gcp": ("gcsfs",),
-    "aws": ("s3fs",),
-    "query": ("duckdb",),
-    "viz": ("matplotlib",),
-    "train": ("scikit-learn",),
-}
 
 
 class VersionMismatchError(RuntimeError):
@@ -44,8 +35,17 @@ def installed(names: Iterable[str] = PINNED) -> dict[str, str]:
 
 
 def extras_installed() -> list[str]:
-    """The package's extras whose distributions are all importable here."""
-    return [extra for extra, dists in EXTRAS.items() if all(version_of(d) for d in dists)]
+    """The package's extras (from its own metadata; not ``dev``) whose distributions are all installed here."""
+    try:
+        requires = md.requires("yamnet-beam") or []
+    except md.PackageNotFoundError:
+        return []
+    needs: dict[str, set[str]] = {}
+    for line in requires:
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*).*;.*extra\s*==\s*['\"]([^'\"]+)['\"]", line)
+        if m and m.group(2) != "dev":
+            needs.setdefault(m.group(2), set()).add(m.group(1))
+    return sorted(extra for extra, dists in needs.items() if all(version_of(d) for d in dists))
 
 
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(?:==\s*([^\s;]+))?")
