@@ -2,7 +2,7 @@
 
 MediaPipe (a test dependency) is the independent check that the TFLite metadata is right: its
 AudioClassifier cuts audio into non-overlapping 0.975 s windows, so its per-window custom scores must equal
-the pipeline's head scores of a ``--hop_seconds 0.975`` run.
+the pipeline's head scores of a ``--hop_s 0.975`` run.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def test_run_accepts_the_exported_model(exported, labelled, plain_out, class_map
             str(audio),
             "--output",
             str(out),
-            "--hop_seconds",
+            "--hop_s",
             "0.975",
             "--model",
             str(exported["paths"]["both"]),

@@ -282,14 +282,14 @@ def wrong_models(tmp_path_factory):
         ({"--model": "MODELS/not_tflite.tflite"}, "not_tflite.tflite"),
         ({"--model": "MODELS/wrong_classes.tflite"}, "521"),
         ({"--class_map": "MODELS/short_map.csv"}, "521"),
-        ({"--hop_seconds": "0"}, "hop"),
-        ({"--hop_seconds": "-1"}, "hop"),
-        ({"--hop_seconds": "2"}, "hop"),
+        ({"--hop_s": "0"}, "hop"),
+        ({"--hop_s": "-1"}, "hop"),
+        ({"--hop_s": "2"}, "hop"),
         ({"--fail_threshold": "1.5"}, "fail_threshold"),
         ({"--part_files": "0"}, "part_files"),
         ({"--decode_timeout_s": "-1"}, "decode_timeout_s"),
         ({"--embedding_dtype": "int4"}, "embedding_dtype"),
-        ({"--shard_seconds": "nan"}, "shard_seconds"),
+        ({"--shard_s": "nan"}, "shard_s"),
     ],
 )
 def test_bad_options_exit_2_before_work(

@@ -371,6 +371,7 @@ def train(
         "frames": int(counts.sum()),
         "folds": {p: int(f) for p, f in zip(data.paths, fold_of_file, strict=True)},
         "problems": data.problems,
+        "trained_on": {"output": out.uri, "model_uri": out.model_uri, "model_sha256": model_sha},  # export's default
     }
     fitted = Fitted(np.concatenate(data.embeddings), frame_truth, head_type, data.multilabel, params)
     head = Head(

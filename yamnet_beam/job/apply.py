@@ -18,8 +18,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from yamnet_beam.customize.head import check_model, load_head
 from yamnet_beam.job import schema
-from yamnet_beam.job.options import OptionsError
+from yamnet_beam.job.options import OptionsError, check_flags
 from yamnet_beam.job.parts import OutputDir, parquet_options
+from yamnet_beam.job.pipeline import RunInterrupted, is_interrupt
 from yamnet_beam.uris import absolute_uri
 
 COLUMNS = ["path", "frame", "start_s", "end_s", "embedding"]
@@ -56,8 +57,10 @@ class _ApplyHeadFn(beam.DoFn):
         yield rows
 
 
-def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) -> str:
-    """Writes ``OUTPUT/heads/<name>/`` (replacing an earlier application of the same head); returns its URI."""
+def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None, mode: str = "error") -> str:
+    """Writes ``OUTPUT/heads/<name>/`` and returns its URI; an earlier application of the same head is
+    replaced only with ``mode`` "overwrite". ``argv``: Beam pipeline options, each checked first."""
+    check_flags(list(argv or []), "yamnet-beam apply", own=False)
     out = OutputDir(absolute_uri(output))
     head_uri = absolute_uri(head_dir)
     head = load_head(head_uri)
@@ -73,6 +76,10 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
     check_model(head, model_sha, output)
     dest = f"{out.root}/{schema.HEADS_DIR}/{head.name}"
     if out.fs.exists(dest):
+        if mode != "overwrite":
+            raise OptionsError(
+                f"{output}/{schema.HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it"
+            )
         out.fs.rm(dest, recursive=True)
     out.fs.makedirs(dest, exist_ok=True)
     metadata = {
@@ -86,11 +93,22 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
     heads_schema = schema.heads_schema(head.num_classes, metadata)
     uris = [out.fs.unstrip_protocol(p) if "://" in out.uri else p for p in frames]
     dest_uri = out.fs.unstrip_protocol(dest) if "://" in out.uri else dest
-    with beam.Pipeline(options=PipelineOptions(list(argv or []))) as p:
-        _ = (
-            p
-            | "FramesParts" >> beam.Create(sorted(uris))
-            | "Spread" >> beam.Reshuffle()
-            | "ScoreEmbeddings" >> beam.ParDo(_ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema))
-        )
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(argv or []))) as p:
+            _ = (
+                p
+                | "FramesParts" >> beam.Create(sorted(uris))
+                | "Spread" >> beam.Reshuffle()
+                | "ScoreEmbeddings" >> beam.ParDo(_ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema))
+            )
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        for tmp in out.fs.glob(f"{dest}/_tmp-*"):  # parts being written when it stopped
+            out.fs.rm(tmp)
+        done = len(out.fs.glob(f"{dest}/*.parquet"))
+        raise RunInterrupted(
+            f"interrupted; {done} of {len(frames)} parts scored in {dest_uri}; run the same command with "
+            "--mode overwrite to score them all"
+        ) from None
     return dest_uri
