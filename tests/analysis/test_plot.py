@@ -59,5 +59,5 @@ def test_cli_plot(scene, tmp_path, capsys):  # noqa: F811
     dest = tmp_path / "p.png"
     assert main(["plot", scene["out"], "--path", scene["scene"], "-o", str(dest), "--top", "5"]) == 0
     assert png_stats(dest.read_bytes())["colours"] > 50
-    assert main(["plot", scene["out"], "--path", "nope.wav", "-o", str(dest)]) == 2
+    assert main(["plot", scene["out"], "--path", "nope.wav", "-o", str(tmp_path / "q.png")]) == 2
     assert "no frames for" in capsys.readouterr().err

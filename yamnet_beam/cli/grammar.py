@@ -52,7 +52,12 @@ def nearest_flag(name: str, flags: Sequence[str]) -> str | None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (no usage block) and an unknown flag gets its nearest spelling."""
+    """argparse, but a mistake is one line (no usage block), an unknown flag gets its nearest spelling, and a
+    flag is spelled out (no abbreviations: ``--fold`` is a typo of ``--folds``, not a way to write it)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")

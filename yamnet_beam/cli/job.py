@@ -47,9 +47,13 @@ def cmd_run(rest: Sequence[str]) -> int:
 
 def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from yamnet_beam.demo import clip_top_labels, make_demo_audio
+    from yamnet_beam.deprecated import rewrite_deprecated
     from yamnet_beam.model import ModelError
     from yamnet_beam.model.download import default_model_uri, download_model
 
+    options = _beam("yamnet_beam.job.options")
+    rest = rewrite_deprecated(rest, options.DEPRECATED_FLAGS)
+    options.check_flags(rest, "yamnet-beam demo")  # before the demo writes anything
     run = _beam("yamnet_beam.job.pipeline").run
     files = make_demo_audio(Path(args.input))
     print(f"Made {len(files)} demo files in {args.input}")

@@ -148,9 +148,12 @@ def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: flo
     chosen = {p: [lab for lab in labs if lab in classes] for p, labs in chosen.items()}
     chosen = {p: labs for p, labs in chosen.items() if labs}
     if len(classes) < 2:
+        for msg in problems:  # the full list, with -v; the error keeps to one short line
+            _LOG.info("%s", msg)
+        more = f" (and {len(problems) - 1} more: -v lists them)" if len(problems) > 1 else ""
         raise TrainError(
             f"need at least 2 classes with {min_files} or more usable files each, found {len(classes)}: "
-            + ("; ".join(problems) or "label more files")
+            + (f"{problems[0]}{more}" if problems else "label more files")
         )
     multilabel = any(len(labs) > 1 for labs in chosen.values())
     kept = sorted(chosen)
