@@ -277,7 +277,7 @@ def wrong_models(tmp_path_factory):
         ({"--output": "FILE"}, "is a file"),
         ({"--output": "/proc/version/out"}, "not writable"),
         ({"--output": "EXISTING"}, "already holds results"),
-        ({"--model": "/no/such/model.tflite"}, "download-model"),
+        ({"--model": "/no/such/model.tflite"}, "yamnet-beam download"),
         ({"--model": "/nope.tflite"}, "/nope.tflite"),
         ({"--model": "MODELS/not_tflite.tflite"}, "not_tflite.tflite"),
         ({"--model": "MODELS/wrong_classes.tflite"}, "521"),

@@ -421,13 +421,20 @@ class _EmbedPartFn(_ModelFn):
             path,
             status=schema.STATUS_ERROR,
             error_kind=kind,
-            error=reason,
+            error=without_path(path, reason),
             frames=emitted,
             duration_s=stream.duration_s if stream is not None else None,
             nonfinite_samples=stream.nonfinite_samples if stream is not None else None,
             **_source_fields(info),
             **identity,
         )
+
+
+def without_path(path: str, reason: str) -> str:
+    """The reason alone: the decoders name the file first ("PATH: ..."), and its row has a path column."""
+    head, sep, rest = reason.partition(": ")
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return rest if sep and name and head.rstrip("/").endswith(name) else reason
 
 
 class _EmbedSegmentFn(_ModelFn):
@@ -461,7 +468,7 @@ class _EmbedSegmentFn(_ModelFn):
                         "before the length its header gives",
                     )
             except AudioDecodeError as e:
-                result["error_kind"], result["error"] = e.kind, str(e)
+                result["error_kind"], result["error"] = e.kind, without_path(path, str(e))
             except Exception as e:  # never lose the file: its row will say what happened
                 _LOG.exception("Unexpected failure on %s, segment %d", path, seg.index)
                 result["error_kind"], result["error"] = "internal", f"{type(e).__name__}: {e}"
