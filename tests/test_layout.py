@@ -22,10 +22,11 @@ HEAVY = ("apache_beam", "duckdb", "matplotlib")
 ALLOWED = {
     "framing": set(),
     "uris": set(),
+    "deprecated": set(),  # earlier flag spellings: the job's options and the command line share them
     "audio": {"framing", "uris"},
     "model": {"framing", "uris"},
     # job may use a head's numpy forward pass (run --head, apply), nothing else of customize.
-    "job": {"framing", "uris", "audio", "model", "customize.head"},
+    "job": {"framing", "uris", "deprecated", "audio", "model", "customize.head"},
     "analysis": {"framing", "uris", "audio", "model", "job.schema", "customize.head"},
     "customize": {"framing", "uris", "audio", "model", "job.schema", "analysis"},
 }

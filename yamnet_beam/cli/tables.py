@@ -10,11 +10,12 @@ from yamnet_beam.cli.grammar import Parser, UsageError, add_mode, refuse_existin
 
 OUTPUT_HELP = "the --output directory of a run"
 PATH_HELP = "only paths matching this glob (* crosses /)"
+THRESHOLD = 0.5  # --threshold without a head (with one: its calibrated thresholds)
 HEAD_HELP = "a head directory (yamnet-beam train): its classes, from run --head or apply"
 
 
 def _threshold(p: argparse.ArgumentParser, with_head: bool) -> None:
-    default = "the head's calibrated one with --head, else 0.5" if with_head else "0.5"
+    default = f"the head's calibrated one with --head, else {THRESHOLD}" if with_head else f"{THRESHOLD}"
     p.add_argument("--threshold", type=float, help=f"score in [0, 1] marking an event (default: {default})")
 
 
@@ -116,12 +117,18 @@ def _one_path(out, path: str) -> str:
     raise QueryError(f"--path {path!r} matches {len(found)} files ({', '.join(found[:2])}{more}); plot takes one")
 
 
+def _picture(args: argparse.Namespace):
+    """``plot`` and ``report``: the -o file checked first, then the output opened and the drawing options."""
+    refuse_existing(args.dest, args.mode)
+    out, head = _open(args)
+    threshold = THRESHOLD if args.threshold is None else args.threshold
+    return out, head, {"top_n": args.top, "threshold": threshold, "decode_audio": not args.no_audio}
+
+
 def _cmd_plot(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from yamnet_beam.analysis.plot import plot_file
 
-    refuse_existing(args.dest, args.mode)
-    out, _ = _open(args)
-    opts = {"top_n": args.top, "threshold": _or(args.threshold, 0.5), "decode_audio": not args.no_audio}
+    out, _, opts = _picture(args)
     print(f"Wrote {plot_file(out, _one_path(out, args.path), args.dest, **opts)}")
     return 0
 
@@ -129,15 +136,9 @@ def _cmd_plot(args: argparse.Namespace, rest: Sequence[str]) -> int:
 def _cmd_report(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from yamnet_beam.analysis.report import write_report
 
-    refuse_existing(args.dest, args.mode)
-    out, head = _open(args)
-    opts = {"top_n": args.top, "threshold": _or(args.threshold, 0.5), "decode_audio": not args.no_audio}
+    out, head, opts = _picture(args)
     print(f"Wrote {write_report(out, args.dest, sample=args.sample, head=head, **opts)}")
     return 0
-
-
-def _or(value, default):
-    return default if value is None else value
 
 
 def _cmd_query(args: argparse.Namespace, rest: Sequence[str]) -> int:
@@ -152,7 +153,7 @@ def _cmd_query(args: argparse.Namespace, rest: Sequence[str]) -> int:
     if cmd == "top":
         table = q.top_classes(out, args.top, args.path, head=head)
     elif cmd == "events":
-        threshold = args.threshold if args.threshold is not None or head is not None else 0.5
+        threshold = args.threshold if args.threshold is not None or head is not None else THRESHOLD
         table = q.events(out, args.cls, threshold, args.min_duration_s, args.path, max_gap=args.max_gap_s, head=head)
     elif cmd == "similar":
         if args.frame:
