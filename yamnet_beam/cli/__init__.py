@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from yamnet_beam.cli.grammar import COMMAND_ALIASES, FLAG_ALIASES, GRAMMAR, Parser, UsageError, command_table
 from yamnet_beam.deprecated import rewrite_deprecated
@@ -164,31 +164,42 @@ def _configure_logging(verbose: bool, console: bool) -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr_to_log() -> Iterator[str]:
-    """File descriptor 2 goes to a log file; Python's own ``sys.stderr`` keeps the terminal.
+def _native_stderr_to_log() -> Iterator[Callable[[], str | None]]:
+    """File descriptor 2 goes to a nameless temporary file; Python's own ``sys.stderr`` keeps the terminal.
 
     What writes to the descriptor, below Python, is not the user's: LiteRT's C++ logger ("INFO: Created
     TensorFlow Lite XNNPACK delegate for CPU.", no severity setting reaches it from Python), gRPC, and the
     worker processes a runner starts (they inherit it, with their INFO logging and start-up warnings).
-    Yields the log's path; the caller keeps it when the command failed.
+    Yields ``keep()``: a named copy of it, for a command that failed. Nameless, it leaves nothing behind.
     """
     sys.stderr.flush()
-    fd, path = tempfile.mkstemp(prefix="yamnet-beam-", suffix=".log")
+    log = tempfile.TemporaryFile()
     terminal = os.dup(2)
     python_stderr = sys.stderr
     sys.stderr = io.TextIOWrapper(
         io.FileIO(terminal, "w", closefd=False), encoding=python_stderr.encoding, errors="backslashreplace",
         line_buffering=True,
     )  # fmt: skip
-    os.dup2(fd, 2)
-    os.close(fd)
+    os.dup2(log.fileno(), 2)
+
+    def keep() -> str | None:
+        log.seek(0)
+        data = log.read()
+        if not data.strip():
+            return None
+        fd, path = tempfile.mkstemp(prefix="yamnet-beam-", suffix=".log")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+
     try:
-        yield path
+        yield keep
     finally:
         sys.stderr.flush()
         os.dup2(terminal, 2)
         os.close(terminal)
         sys.stderr = python_stderr
+        log.close()
 
 
 def main(argv: Sequence[str] | None = None, *, console: bool | None = None) -> int:
@@ -201,15 +212,12 @@ def main(argv: Sequence[str] | None = None, *, console: bool | None = None) -> i
     if not console or verbose:
         _configure_logging(verbose, console=False)
         return _dispatch(argv)
-    rc = 1
-    with _native_stderr_to_log() as log:
+    with _native_stderr_to_log() as keep:
         _configure_logging(verbose, console=True)
         try:
-            rc = _dispatch(argv)
-        finally:
-            size = os.path.getsize(log) if os.path.exists(log) else 0
-            if rc in (0, 2, 130) or not size:
-                os.unlink(log)
-            else:
-                print(f"yamnet-beam: workers' and native libraries' messages: {log} (-v shows them)", file=sys.stderr)
-    return rc
+            return _dispatch(argv)
+        except BaseException as e:  # a crash (its traceback follows): what workers said may explain it
+            path = None if isinstance(e, (KeyboardInterrupt, SystemExit)) else keep()
+            if path:
+                print(f"yamnet-beam: workers' and native libraries' messages: {path} (-v shows them)", file=sys.stderr)
+            raise

@@ -173,7 +173,7 @@ class _OutputFn(beam.DoFn):
         else:
             Metrics.counter(METRICS_NAMESPACE, f"files_error_{row['error_kind']}").inc()
             self._files_error.inc()
-            _LOG.warning("%s (%s)", row["error"], row["error_kind"])  # the reason names the file
+            _LOG.warning("%s: %s (%s)", row["path"], row["error"], row["error_kind"])
         self._frames.inc(row["frames"])
         self._audio_ms.inc(int((row["duration_s"] or 0) * 1000))
         self._nonfinite.inc(row["nonfinite_samples"] or 0)
