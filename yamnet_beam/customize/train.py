@@ -150,10 +150,11 @@ def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: flo
     if len(classes) < 2:
         for msg in problems:  # the full list, with -v; the error keeps to one short line
             _LOG.info("%s", msg)
+        first = problems[0] if not problems or len(problems[0]) <= 90 else problems[0][:89] + "…"
         more = f" (and {len(problems) - 1} more: -v lists them)" if len(problems) > 1 else ""
         raise TrainError(
             f"need at least 2 classes with {min_files} or more usable files each, found {len(classes)}: "
-            + (f"{problems[0]}{more}" if problems else "label more files")
+            + (f"{first}{more}" if problems else "label more files")
         )
     multilabel = any(len(labs) > 1 for labs in chosen.values())
     kept = sorted(chosen)
