@@ -124,26 +124,16 @@ def _dispatch(argv: list[str]) -> int:
         from yamnet_beam.cli.job import cmd_run
 
         return _guard(lambda: cmd_run(argv[1:]))
+    return _guard(lambda: _parse_and_run(argv))
+
+
+def _parse_and_run(argv: list[str]) -> int:
     parser, parsers = build_parser()
-    args, rest = _guard_parse(parser, argv)
-    if args is None:
-        return rest
+    args, rest = parser.parse_known_args(argv)
     if not getattr(args, "beam", False):  # apply and demo hand the rest to Beam, which checks it
         own = parsers.get(f"{args.command} {getattr(args, 'query_command', '')}".strip(), parsers[args.command])
-        try:
-            own.refuse_unknown(rest)
-        except UsageError as e:
-            print(f"yamnet-beam: error: {e}", file=sys.stderr)
-            return 2
-    return _guard(lambda: args.handler(args, rest))
-
-
-def _guard_parse(parser: Parser, argv: list[str]):
-    try:
-        return parser.parse_known_args(argv)
-    except UsageError as e:
-        print(f"yamnet-beam: error: {e}", file=sys.stderr)
-        return None, 2
+        own.refuse_unknown(rest)
+    return args.handler(args, rest)
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:
