@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from yamnet_beam.model.download import OFFLINE_HINT
+from yamnet_beam.model.download import NOT_FOUND_HINT, OFFLINE_HINT
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_SCRIPT = REPO / "pipelines" / "yamnet_to_parquet.py"
@@ -42,7 +42,7 @@ def one_error(res: subprocess.CompletedProcess) -> str:
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("yamnet-beam: error: "), res.stderr
-    assert len(lines[0]) < 300, lines[0]
+    assert len(lines[0]) < 250, lines[0]
     return lines[0].removeprefix("yamnet-beam: error: ")
 
 
@@ -140,7 +140,8 @@ def test_commands_that_need_the_model_say_what_to_do_offline(tmp_path, fixtures_
     work.mkdir()
     res = cli("run", "--input", str(fixtures_dir / "tone_1khz_16k.wav"), "--output", "o", cwd=work, env=env)
     line = one_error(res)
-    assert line.startswith("no YAMNet model found") and line.endswith(OFFLINE_HINT), line
+    assert line == f"no YAMNet model found (not in ./models/ nor the user cache); {NOT_FOUND_HINT}"
+    assert NOT_FOUND_HINT == f"run `yamnet-beam download` to fetch it, or {OFFLINE_HINT}"
     (tmp_path / "empty").mkdir()
     server = http_server(tmp_path / "empty")  # a server that has no model: what an unreachable mirror looks like
     res = cli("download", "-o", "m", "--model_url", server.url("yamnet.tflite"), cwd=work, env=env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -51,6 +52,7 @@ MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _T = TypeVar("_T")
+_LOG = logging.getLogger(__name__)
 
 # What a user without network access does instead of downloading; every command that needs the model says it.
 OFFLINE_HINT = f"set {MODEL_ENV} / pass --model with the path or URL of a YAMNet .tflite file"
@@ -134,7 +136,8 @@ def default_model_uri() -> str:
         if (d / MODEL_FILENAME).is_file():
             return str(d / MODEL_FILENAME)
     looked = ", ".join(str(d / MODEL_FILENAME) for d in _search_dirs())
-    raise ModelError(f"no YAMNet model found (looked in {looked}); {NOT_FOUND_HINT}")
+    _LOG.info("No YAMNet model in %s", looked)  # -v; the error stays one short line
+    raise ModelError(f"no YAMNet model found (not in ./models/ nor the user cache); {NOT_FOUND_HINT}")
 
 
 def default_class_map_uri() -> str | None:
