@@ -41,7 +41,7 @@ def test_run_prints_summary_and_output_is_queryable(small_dir, tmp_path, model_p
 def test_run_help_lists_options(capsys):
     assert main(["run", "--help"]) == 0
     text = capsys.readouterr().out
-    for flag in ("--input", "--output", "--model", "--class_map", "--hop_seconds", "--embedding_dtype"):
+    for flag in ("--input", "--output", "--model", "--class_map", "--hop_s", "--embedding_dtype"):
         assert flag in text
 
 
@@ -49,7 +49,7 @@ def test_console_script_is_installed():
     exe = shutil.which("yamnet-beam")
     assert exe, "the package is not installed: pip install -e '.[dev]'"
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "download-model" in res.stdout and "run" in res.stdout
+    assert res.returncode == 0 and "yamnet-beam download" in res.stdout and "run" in res.stdout
     res = subprocess.run([sys.executable, "-m", "yamnet_beam.cli", "run", "--help"], capture_output=True, text=True)
     assert "--input" in res.stdout
 

@@ -23,10 +23,11 @@ ALLOWED = {
     "framing": set(),
     "uris": set(),
     "versions": set(),  # the installed versions launcher and workers must share (metadata only)
+    "deprecated": set(),  # earlier flag spellings: the job's options and the command line share them
     "audio": {"framing", "uris"},
     "model": {"framing", "uris"},
     # job may use a head's numpy forward pass (run --head, apply), nothing else of customize.
-    "job": {"framing", "uris", "versions", "audio", "model", "customize.head"},
+    "job": {"framing", "uris", "versions", "deprecated", "audio", "model", "customize.head"},
     "analysis": {"framing", "uris", "audio", "model", "job.schema", "customize.head"},
     "customize": {"framing", "uris", "audio", "model", "job.schema", "analysis"},
 }

@@ -59,5 +59,25 @@ def test_cli_plot(scene, tmp_path, capsys):  # noqa: F811
     dest = tmp_path / "p.png"
     assert main(["plot", scene["out"], "--path", scene["scene"], "-o", str(dest), "--top", "5"]) == 0
     assert png_stats(dest.read_bytes())["colours"] > 50
-    assert main(["plot", scene["out"], "--path", "nope.wav", "-o", str(dest)]) == 2
+    assert main(["plot", scene["out"], "--path", "nope.wav", "-o", str(tmp_path / "q.png")]) == 2
     assert "no frames for" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "samples, expected",
+    [
+        (4800, (0.0, 0.3)),  # 0.3 s, shorter than a window: one frame, the whole file, not past its end
+        (15600, (0.2475, 0.7275)),  # exactly one window: the hop around its centre
+        (15600 + 7680 + 100, (0.2475, 23380 / 16000)),  # the last (padded) frame's cell would pass the end
+        (16000 * 10, (0.2475, 19 * 0.48 + 0.4875 + 0.24)),  # 10 s: 20 frames, all cells inside
+    ],
+)
+def test_heatmap_cells_stop_at_the_files_end(samples, expected):
+    from yamnet_beam import framing
+    from yamnet_beam.analysis.plot import cells_span
+
+    n = framing.num_frames(samples, framing.HOP_SAMPLES)
+    centres = np.arange(n) * framing.HOP_SAMPLES / 16000 + framing.WINDOW_SECONDS / 2
+    t0, t1 = cells_span(centres, framing.HOP_SAMPLES / 16000 / 2, samples / 16000)
+    assert t0 == pytest.approx(expected[0]) and t1 == pytest.approx(expected[1])
+    assert t1 <= samples / 16000

@@ -343,7 +343,7 @@ def test_cli_query_formats(scene, capsys, tmp_path):
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["class"] == "Speech" and r["path"] == scene["scene"] for r in rows)
 
-    assert main(["query", scene["out"], "top", "-k", "2", "--format", "csv"]) == 0
+    assert main(["query", scene["out"], "top", "--top", "2", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "path,rank,by_mean,mean,by_max,max" and len(lines) == 1 + 2 * 3
 
@@ -351,12 +351,17 @@ def test_cli_query_formats(scene, capsys, tmp_path):
     text = capsys.readouterr().out
     assert "unsupported_format" in text and "(" in text.splitlines()[-1]
 
+    assert main(["query", scene["out"], "summary", "--format", "json"]) == 0
+    values = {(r["section"], r["item"]): r["value"] for r in json.loads(capsys.readouterr().out)}
+    assert values[("files", "matched")] == 4 and type(values[("files", "matched")]) is int  # a count, not 4.0
+    assert type(values[("audio", "hours")]) is float
+
     dest = tmp_path / "sim.parquet"
-    argv = ["query", scene["out"], "similar", "--frame", f"{scene['scene']}:30", "-k", "3", "--format", "parquet"]
+    argv = ["query", scene["out"], "similar", "--frame", f"{scene['scene']}:30", "--top", "3", "--format", "parquet"]
     assert main([*argv, "-o", str(dest)]) == 0
     assert pq.read_table(dest).column_names == ["rank", "path", "frame", "start_s", "end_s", "similarity", "top_label"]
 
-    argv = ["query", scene["out"], "similar", "--to", f"{scene['scene']}:14", "--files", "-k", "2", "--no_cache"]
+    argv = ["query", scene["out"], "similar", "--to", f"{scene['scene']}:14", "--files", "--top", "2", "--no_cache"]
     assert main(argv) == 0
     assert "query:" in capsys.readouterr().out
 

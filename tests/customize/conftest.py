@@ -1,7 +1,7 @@
 """One labelled set, two real runs (plain, then ``run --head`` with the head trained on the first), per session.
 
 The set is the demo's labelled audio plus a "speech" class from the shared fixtures at several levels, all
-16 kHz mono, so MediaPipe can be fed the very samples the pipeline read. Both runs use ``--hop_seconds 0.975``
+16 kHz mono, so MediaPipe can be fed the very samples the pipeline read. Both runs use ``--hop_s 0.975``
 (MediaPipe's non-overlapping windows).
 """
 
@@ -46,7 +46,7 @@ def labelled(tmp_path_factory, fixtures_dir):
 @pytest.fixture(scope="session")
 def plain_out(labelled, tmp_path_factory, model_args):
     out = tmp_path_factory.mktemp("plain") / "out"
-    run(["--input", str(labelled["audio"]), "--output", str(out), "--hop_seconds", HOP, *model_args])
+    run(["--input", str(labelled["audio"]), "--output", str(out), "--hop_s", HOP, *model_args])
     return out
 
 
@@ -96,7 +96,7 @@ def head_out(labelled, head_dir, tmp_path_factory, model_args):
             str(labelled["audio"]),
             "--output",
             str(out),
-            "--hop_seconds",
+            "--hop_s",
             HOP,
             "--head",
             str(head_dir),

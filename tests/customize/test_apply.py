@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from tests.customize.conftest import HOP
 from yamnet_beam.cli import main
 from yamnet_beam.job import schema
+from yamnet_beam.job.pipeline import run
 
+REPO = Path(__file__).resolve().parents[2]
 COLS = ["path", "frame", "start_s", "end_s", "head_scores", "head_top_label", "head_top_score", "head_labels"]
 
 
 def test_apply_equals_run_head(plain_out, head_out, head_dir, head):
-    assert main(["apply", str(plain_out), "--head", str(head_dir)]) == 0
+    assert main(["apply", str(plain_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     applied = pq.read_table(plain_out / "heads" / head.name)
     assert applied.schema.remove_metadata().equals(schema.heads_schema(head.num_classes))
     assert schema.read_metadata(applied.schema)["head_sha256"] == head.sha256
@@ -21,3 +33,51 @@ def test_apply_equals_run_head(plain_out, head_out, head_dir, head):
     assert got.num_rows == ran.num_rows > 100
     for c in COLS:
         assert got.column(c).to_pylist() == ran.column(c).to_pylist(), c
+
+
+def test_apply_again_needs_mode_overwrite(plain_out, head_dir, head, capsys):
+    """The overwrite rule of every command that writes: an existing heads/<name>/ is replaced only when asked."""
+    assert main(["apply", str(plain_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
+    dest = plain_out / "heads" / head.name
+    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    capsys.readouterr()
+    assert main(["apply", str(plain_out), "--head", str(head_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"yamnet-beam: error: {plain_out}/heads/{head.name} already exists; pass --mode overwrite to replace it\n"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+
+
+def test_ctrl_c_during_apply_says_what_was_scored_and_leaves_no_temporary_part(tmp_path, head_dir, head, model_args):
+    """Ctrl-C: exit 130 and one line; the parts being written are removed; --mode overwrite then scores all."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(16000) / 16000
+    for i in range(150):
+        sf.write(audio / f"t{i:03d}.wav", (0.1 * np.sin(2 * np.pi * (300 + 5 * i) * t)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    run(["--input", str(audio), "--output", str(out), "--hop_s", HOP, "--part_files", "1", *model_args])
+    dest = out / "heads" / head.name
+    cmd = [sys.executable, "-m", "yamnet_beam.cli", "apply", str(out), "--head", str(head_dir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (dest.is_dir() and len(list(dest.glob("part-*.parquet"))) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, "apply ended before it could be stopped"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    scored = len(list(dest.glob("part-*.parquet")))
+    assert err == (
+        f"yamnet-beam: interrupted; {scored} of 150 parts scored in {dest}; run the same command with "
+        "--mode overwrite to score them all\n"
+    )
+    assert scored < 150 and not list(dest.glob("_tmp-*"))
+    assert main(["apply", str(out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
+    assert len(list(dest.glob("part-*.parquet"))) == 150

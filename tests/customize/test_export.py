@@ -2,7 +2,7 @@
 
 MediaPipe (a test dependency) is the independent check that the TFLite metadata is right: its
 AudioClassifier cuts audio into non-overlapping 0.975 s windows, so its per-window custom scores must equal
-the pipeline's head scores of a ``--hop_seconds 0.975`` run.
+the pipeline's head scores of a ``--hop_s 0.975`` run.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -166,7 +167,7 @@ def test_run_accepts_the_exported_model(exported, labelled, plain_out, class_map
             str(audio),
             "--output",
             str(out),
-            "--hop_seconds",
+            "--hop_s",
             "0.975",
             "--model",
             str(exported["paths"]["both"]),
@@ -203,3 +204,15 @@ def test_run_refuses_a_custom_only_export_with_a_hint(exported, labelled, tmp_pa
             ]
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_export_defaults_to_the_model_the_head_was_trained_on(head_dir, tmp_path, monkeypatch, model_path):
+    """No --model and no default model anywhere: the training run's model (recorded in metrics.json) is used."""
+    monkeypatch.setenv("YAMNET_BEAM_MODEL", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    recorded = json.loads((head_dir / "metrics.json").read_text())["trained_on"]["model_uri"]
+    assert Path(recorded).resolve() == model_path.resolve()
+    dest = tmp_path / "h.tflite"
+    assert main(["export", "--head", str(head_dir), "-o", str(dest)]) == 0
+    assert dest.stat().st_size > model_path.stat().st_size

@@ -40,7 +40,7 @@ def test_top_over_the_head_equals_mean_head_scores(head_out, head):
 
 def test_applied_table_answers_the_same(plain_out, head_out, head_dir, head, capsys):
     """After `apply`, the plain output answers --head questions like the `run --head` one."""
-    assert main(["apply", str(plain_out), "--head", str(head_dir)]) == 0
+    assert main(["apply", str(plain_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     a = q.events(open_output(str(plain_out)), "tone", None, head=head)
     b = q.events(open_output(str(head_out)), "tone", None, head=head)
     assert a.equals(b) and a.num_rows > 0
@@ -60,7 +60,7 @@ def test_unknown_class_or_missing_scores_say_what_to_do(head_out, bare_out, head
 
 def test_an_applied_table_missing_a_frames_part_is_refused(bare_out, head_dir, head):
     """After a resume added frames parts, the applied table would silently leave their files out."""
-    assert main(["apply", str(bare_out), "--head", str(head_dir)]) == 0
+    assert main(["apply", str(bare_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     parts = sorted((bare_out / "heads" / head.name).glob("part-*.parquet"))
     assert [p.name for p in parts] == sorted(p.name for p in (bare_out / "frames").glob("part-*.parquet"))
     parts[-1].unlink()
@@ -70,7 +70,7 @@ def test_an_applied_table_missing_a_frames_part_is_refused(bare_out, head_dir, h
 
 def test_apply_passes_beam_options_to_its_pipeline(bare_out, head_dir):
     with pytest.raises(ValueError, match="NoSuchRunner"):
-        main(["apply", str(bare_out), "--head", str(head_dir), "--runner", "NoSuchRunner"])
+        main(["apply", str(bare_out), "--head", str(head_dir), "--runner", "NoSuchRunner", "--mode", "overwrite"])
 
 
 def test_pool_adds_mean_head_scores(head_out, tmp_path):

@@ -69,7 +69,7 @@ def test_report_of_a_run_head_output(head_out, head_dir, tmp_path):
 
 
 def test_report_of_an_applied_head(plain_out, head_dir, head, tmp_path):
-    assert main(["apply", str(plain_out), "--head", str(head_dir)]) == 0
+    assert main(["apply", str(plain_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     dest = tmp_path / "report.html"
     assert main(["report", str(plain_out), "-o", str(dest), "--sample", "0", "--head", str(head_dir)]) == 0
     page = dest.read_text(encoding="utf-8")

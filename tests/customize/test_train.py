@@ -258,3 +258,18 @@ def test_bad_requests_fail_before_work(plain_out, labelled, tmp_path):
     (tmp_path / "bad.csv").write_text("file,class\na,b\n")
     with pytest.raises(TrainError, match="needs a header with 'path' and 'label'"):
         train(str(plain_out), str(tmp_path / "bad.csv"), str(tmp_path / "h"))
+
+
+def test_too_few_usable_classes_is_one_short_line(plain_out, labelled, tmp_path, capsys):
+    """Every class short of files: the error names the first problem and counts the rest, under 200 characters."""
+    from yamnet_beam.cli import main
+
+    names = [r.split(",")[0] for r in labelled["csv"].read_text().splitlines()[1:]][:12]
+    csv = labelled["audio"] / "one_file_per_class.csv"
+    csv.write_text("path,label\n" + "".join(f"{n},class_{i}\n" for i, n in enumerate(names)))
+    assert main(["train", str(plain_out), "--labels", str(csv), "-o", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 200, err
+    assert err.startswith("yamnet-beam: error: need at least 2 classes with 5 or more usable files each, found 0: ")
+    assert "class 'class_0': dropped, 1 usable file(s)" in err and err.endswith(" (and 11 more: -v lists them)\n")
+    assert not (tmp_path / "h").exists()

@@ -77,7 +77,7 @@ def head_dir(tmp_path_factory, model_path) -> str:
     "extra, step",
     [
         ([], "EmbedAudio/CommitLongFiles"),
-        (["--shard_seconds", "1"], "EmbedAudio/CommitLongFiles"),
+        (["--shard_s", "1"], "EmbedAudio/CommitLongFiles"),
         (["--mode", "resume"], "ResolveResume"),
         (["--head", "HEAD"], "EmbedAudio"),
     ],

@@ -174,8 +174,8 @@ def test_testpipeline_with_fake_model(audio_dir, tmp_path, model_path, class_map
 @pytest.mark.parametrize(
     "extra,match",
     [
-        (["--hop_seconds", "0"], "hop"),
-        (["--hop_seconds", "1.5"], "hop"),
+        (["--hop_s", "0"], "hop"),
+        (["--hop_s", "1.5"], "hop"),
         (["--model", "/nonexistent/yamnet.tflite"], "yamnet.tflite"),
         (["--input", "/nonexistent/*.wav"], "/nonexistent/"),
     ],
@@ -305,7 +305,7 @@ def test_other_hops_equal_the_direct_interpreter(
     --inference per_frame forces it. The same numbers every way."""
     src = fixtures_dir / "speech_48k_stereo.flac"
     run(["--input", str(src), "--output", str(tmp_path), "--model", str(model_path), "--class_map", str(class_map_path),
-         "--hop_seconds", str(hop_seconds), *extra])  # fmt: skip
+         "--hop_s", str(hop_seconds), *extra])  # fmt: skip
     t = pq.read_table(tmp_path / "frames").sort_by("frame")
     audio, _, _ = decode_file(str(src))
     ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio, round(hop_seconds * 16000)))

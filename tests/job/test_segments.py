@@ -106,14 +106,14 @@ def runs(long_files, tmp_path_factory, fixtures_dir, model_path, class_map_path)
     (d / "short.wav").write_bytes((fixtures_dir / "speech_22k_mono.wav").read_bytes())
     base = ["--input", str(d), "--model", str(model_path), "--class_map", str(class_map_path)]
     whole = tmp_path_factory.mktemp("whole")
-    run([*base, "--output", str(whole), "--shard_seconds", "0"])
+    run([*base, "--output", str(whole), "--shard_s", "0"])
     sharded = tmp_path_factory.mktemp("sharded")
     run(
         [
             *base,
             "--output",
             str(sharded),
-            "--shard_seconds",
+            "--shard_s",
             "10",
             "--direct_running_mode=multi_processing",
             "--direct_num_workers=2",

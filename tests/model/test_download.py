@@ -1,4 +1,4 @@
-"""download-model and model discovery, against a loopback HTTP server and file:// URLs only.
+"""yamnet-beam download and model discovery, against a loopback HTTP server and file:// URLs only.
 
 Expected hashes are the ones published in the shared README, not computed from the code under test.
 """
@@ -191,8 +191,8 @@ def test_cli_prints_what_where_and_hash(
     add_download_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         [
-            "download-model",
-            "--dest",
+            "download",
+            "-o",
             str(dest),
             "--model_url",
             served.url("yamnet.tflite"),
@@ -234,7 +234,7 @@ def _touch(path: Path) -> Path:
 
 
 def test_nothing_found_says_how_to_get_a_model(isolated: dict[str, Path]) -> None:
-    with pytest.raises(ModelError, match="yamnet-beam download-model") as e:
+    with pytest.raises(ModelError, match="yamnet-beam download`") as e:
         default_model_uri()
     assert "YAMNET_BEAM_MODEL" in str(e.value) and "--model" in str(e.value)
     assert default_class_map_uri() is None

@@ -90,7 +90,7 @@ def test_bad_class_maps(tmp_path: Path, text: str | bytes, message: str) -> None
 
 
 def test_missing_class_map(tmp_path: Path) -> None:
-    with pytest.raises(LabelsError, match="not found.*download-model"):
+    with pytest.raises(LabelsError, match="not found.*yamnet-beam download"):
         load_class_map(str(tmp_path / "absent.csv"))
 
 

@@ -232,7 +232,7 @@ def test_from_uri_reads_fsspec_urls() -> None:
 @pytest.mark.parametrize("which", ["missing", "directory"])
 def test_read_model_bytes_errors_say_what_to_do(tmp_path: Path, which: str) -> None:
     uri = str(tmp_path / "nope.tflite") if which == "missing" else str(tmp_path)
-    with pytest.raises(ModelError, match="download-model" if which == "missing" else "directory"):
+    with pytest.raises(ModelError, match="yamnet-beam download" if which == "missing" else "directory"):
         read_model_bytes(uri)
 
 
@@ -371,4 +371,4 @@ def test_wrong_output_width_error_lists_outputs() -> None:
     with pytest.raises(ModelError) as err:
         inspect_model(tb.fixed_model(classes=520))
     assert "'scores' [1, 520] FLOAT32" in str(err.value)
-    assert "download-model" in str(err.value)
+    assert "yamnet-beam download" in str(err.value)

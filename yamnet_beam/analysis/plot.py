@@ -97,6 +97,13 @@ def envelope(path: str, points: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.n
     return times, lo_g, hi_g
 
 
+def cells_span(centres: np.ndarray, half_hop: float, audio_end_s: float) -> tuple[float, float]:
+    """Seconds the heatmap covers: each frame stands for the hop around its window's centre, never past the
+    file's end; a file shorter than one window has one frame, which stands for all of it."""
+    t0, t1 = float(centres[0] - half_hop), min(float(centres[-1] + half_hop), audio_end_s)
+    return (0.0, t1) if centres[0] >= audio_end_s else (t0, t1)
+
+
 def render_png(
     out: Output,
     path: str,
@@ -115,7 +122,7 @@ def render_png(
     order = np.argsort(-ff.scores.mean(axis=0), kind="stable")[:top_n]
     half_hop = out.hop_s / 2
     centres = ff.start_s + framing.WINDOW_SECONDS / 2
-    t0, t1 = float(centres[0] - half_hop), float(centres[-1] + half_hop)
+    t0, t1 = cells_span(centres, half_hop, ff.audio_end_s)
 
     fig = figure_cls(figsize=(width_in, 2.0 + 0.28 * top_n), dpi=dpi, layout="constrained")
     canvas_cls(fig)

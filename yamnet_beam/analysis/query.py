@@ -39,7 +39,8 @@ def head_parts(out: Output, head: Head) -> tuple[list[str], bool]:
             if missing:  # e.g. the output was resumed after apply: those parts' files would silently be left out
                 raise QueryError(
                     f"{d} scores {len(parts)} frames parts but frames/ has {len(out.frame_files)} "
-                    f"({missing[0]} is not scored): run `yamnet-beam apply {out.uri} --head HEAD_DIR` again"
+                    f"({missing[0]} is not scored): run `yamnet-beam apply {out.uri} --head HEAD_DIR "
+                    "--mode overwrite` again"
                 )
             return [out.child_uri(p[len(out.root) + 1 :]) for p in parts], False
     raise QueryError(

@@ -49,6 +49,11 @@ def format_text(table: pa.Table) -> str:
     return "\n".join(out) + "\n"
 
 
+def _whole(v):
+    """A whole float as an int (summary's counts share a DOUBLE column with its hours: 20, not 20.0)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def render(table: pa.Table, fmt: str = "table", dest: str | None = None, stream: IO[str] | None = None) -> None:
     """Writes ``table`` as a terminal table, CSV, JSON (an array of objects) or Parquet (to ``dest``)."""
     stream = stream or sys.stdout
@@ -68,7 +73,8 @@ def render(table: pa.Table, fmt: str = "table", dest: str | None = None, stream:
         writer.writerows([[("" if v is None else v) for v in r.values()] for r in table.to_pylist()])
         text = buf.getvalue()
     else:
-        text = json.dumps(table.to_pylist(), indent=1, default=str) + "\n"
+        rows = [{k: _whole(v) for k, v in r.items()} for r in table.to_pylist()]
+        text = json.dumps(rows, indent=1, default=str) + "\n"
     if dest:
         with open(dest, "w", encoding="utf-8") as f:
             f.write(text)

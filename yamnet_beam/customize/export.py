@@ -13,6 +13,7 @@ thresholds) in a zip appended to the model, as MediaPipe's metadata populator la
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -301,7 +302,7 @@ def append_head(
     if graph.kind != "fixed":
         raise ModelError(
             "exporting for devices needs the fixed-input YAMNet (float32 [1, 15600]); this model takes a "
-            "variable-length waveform. Use the official yamnet.tflite (`yamnet-beam download-model`)"
+            "variable-length waveform. Use the official yamnet.tflite (`yamnet-beam download`)"
         )
     if len(model.subgraphs) != 1:
         raise ModelError(f"expected one subgraph, found {len(model.subgraphs)}; MediaPipe runs single-subgraph models")
@@ -338,6 +339,21 @@ def append_head(
     return _label_zip(packed, files)
 
 
+def _trained_on_model(head_dir: str) -> str | None:
+    """The model the head's training run used (``metrics.json`` records its output's model URI), if still there."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(absolute_uri(head_dir))
+    try:
+        recorded = json.loads(fs.cat_file(f"{root.rstrip('/')}/metrics.json")).get("trained_on", {}).get("model_uri")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not recorded:
+        return None
+    mfs, path = fsspec.core.url_to_fs(recorded)
+    return recorded if mfs.exists(path) else None
+
+
 def export_head(
     head_dir: str,
     dest: str,
@@ -349,7 +365,7 @@ def export_head(
     import fsspec
 
     head = load_head(absolute_uri(head_dir))
-    uri = absolute_uri(model_uri or default_model_uri())
+    uri = absolute_uri(model_uri or _trained_on_model(head_dir) or default_model_uri())
     model_bytes = read_model_bytes(uri)
     info = inspect_model(model_bytes, uri=uri)
     check_model(head, info.sha256, f"--model {uri}")

@@ -148,9 +148,13 @@ def load_labelled(out: Output, labels_csv: str, folds: int, min_frame_score: flo
     chosen = {p: [lab for lab in labs if lab in classes] for p, labs in chosen.items()}
     chosen = {p: labs for p, labs in chosen.items() if labs}
     if len(classes) < 2:
+        for msg in problems:  # the full list, with -v; the error keeps to one short line
+            _LOG.info("%s", msg)
+        first = problems[0] if not problems or len(problems[0]) <= 90 else problems[0][:89] + "…"
+        more = f" (and {len(problems) - 1} more: -v lists them)" if len(problems) > 1 else ""
         raise TrainError(
             f"need at least 2 classes with {min_files} or more usable files each, found {len(classes)}: "
-            + ("; ".join(problems) or "label more files")
+            + (f"{first}{more}" if problems else "label more files")
         )
     multilabel = any(len(labs) > 1 for labs in chosen.values())
     kept = sorted(chosen)
@@ -371,6 +375,7 @@ def train(
         "frames": int(counts.sum()),
         "folds": {p: int(f) for p, f in zip(data.paths, fold_of_file, strict=True)},
         "problems": data.problems,
+        "trained_on": {"output": out.uri, "model_uri": out.model_uri, "model_sha256": model_sha},  # export's default
     }
     fitted = Fitted(np.concatenate(data.embeddings), frame_truth, head_type, data.multilabel, params)
     head = Head(

@@ -18,8 +18,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from yamnet_beam.customize.head import check_model, load_head
 from yamnet_beam.job import schema
-from yamnet_beam.job.options import OptionsError
+from yamnet_beam.job.options import OptionsError, check_flags
 from yamnet_beam.job.parts import OutputDir, parquet_options
+from yamnet_beam.job.pipeline import RunInterrupted, is_interrupt
 from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.uris import absolute_uri
 from yamnet_beam.versions import check_worker, installed
@@ -62,8 +63,10 @@ class _ApplyHeadFn(beam.DoFn):
         yield rows
 
 
-def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) -> str:
-    """Writes ``OUTPUT/heads/<name>/`` (replacing an earlier application of the same head); returns its URI."""
+def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None, mode: str = "error") -> str:
+    """Writes ``OUTPUT/heads/<name>/`` and returns its URI; an earlier application of the same head is
+    replaced only with ``mode`` "overwrite". ``argv``: Beam pipeline options, each checked first."""
+    check_flags(list(argv or []), "yamnet-beam apply", own=False)
     options = PipelineOptions(list(argv or []))
     pins = installed()
     pin_worker_versions(options, pins)  # a conflicting --requirements_file fails here, before anything changes
@@ -82,6 +85,10 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
     check_model(head, model_sha, output)
     dest = f"{out.root}/{schema.HEADS_DIR}/{head.name}"
     if out.fs.exists(dest):
+        if mode != "overwrite":
+            raise OptionsError(
+                f"{output}/{schema.HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it"
+            )
         out.fs.rm(dest, recursive=True)
     out.fs.makedirs(dest, exist_ok=True)
     metadata = {
@@ -96,11 +103,22 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
     uris = [out.fs.unstrip_protocol(p) if "://" in out.uri else p for p in frames]
     dest_uri = out.fs.unstrip_protocol(dest) if "://" in out.uri else dest
     score = _ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema, tuple(pins.items()))
-    with beam.Pipeline(options=options) as p:
-        _ = (
-            p
-            | "FramesParts" >> beam.Create(sorted(uris))
-            | "Spread" >> beam.Reshuffle()
-            | "ScoreEmbeddings" >> beam.ParDo(score)
-        )
+    try:
+        with beam.Pipeline(options=options) as p:
+            _ = (
+                p
+                | "FramesParts" >> beam.Create(sorted(uris))
+                | "Spread" >> beam.Reshuffle()
+                | "ScoreEmbeddings" >> beam.ParDo(score)
+            )
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        for tmp in out.fs.glob(f"{dest}/_tmp-*"):  # parts being written when it stopped
+            out.fs.rm(tmp)
+        done = len(out.fs.glob(f"{dest}/*.parquet"))
+        raise RunInterrupted(
+            f"interrupted; {done} of {len(frames)} parts scored in {dest_uri}; run the same command with "
+            "--mode overwrite to score them all"
+        ) from None
     return dest_uri

@@ -173,6 +173,12 @@ def _check_manifest(index: int, uri: str, fs: fsspec.AbstractFileSystem, path: s
     raise InputError(f"--input {uri!r} matched no audio files (the manifest has no entries).")
 
 
+def _some_extensions() -> str:
+    """The audio extensions, in a few words: the full list is long (``yamnet_beam.audio.AUDIO_EXTENSIONS``)."""
+    common = [e for e in (".wav", ".flac", ".mp3", ".ogg", ".m4a") if e in AUDIO_EXTENSIONS]
+    return f"{', '.join(common)} and {len(AUDIO_EXTENSIONS) - len(common)} more audio extensions"
+
+
 def check_input(index: int, pattern: str) -> InputSpec:
     """Classifies ``pattern`` and proves it matches something; raises :class:`InputError` naming it if not.
 
@@ -186,8 +192,7 @@ def check_input(index: int, pattern: str) -> InputSpec:
     except (ImportError, ValueError) as e:
         raise InputError(f"--input {pattern!r}: {e}. Install the filesystem extra (e.g. yamnet-beam[gcp]).") from e
     no_match = InputError(
-        f"--input {pattern!r} matched no audio files "
-        f"(directories are searched recursively for {', '.join(sorted(AUDIO_EXTENSIONS))})."
+        f"--input {pattern!r} matched no audio files (directories are searched recursively for {_some_extensions()})."
     )
     if _GLOB_CHARS & set(path):
         first = min(path.find(c) for c in _GLOB_CHARS if c in path)

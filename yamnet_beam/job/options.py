@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import argparse
+import difflib
+from collections.abc import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
 from yamnet_beam.job.schema import EMBEDDING_DTYPES
@@ -11,6 +15,10 @@ from yamnet_beam.model.batched import DEFAULT_BATCH
 
 class OptionsError(ValueError):
     """A bad option or environment found before any work started; the message says what to do."""
+
+
+# Earlier spellings, still accepted with one line naming the new one (every duration flag ends in _s).
+DEPRECATED_FLAGS = {"--hop_seconds": "--hop_s", "--block_seconds": "--block_s", "--shard_seconds": "--shard_s"}
 
 
 class YamnetOptions(PipelineOptions):
@@ -30,7 +38,7 @@ class YamnetOptions(PipelineOptions):
             "--model",
             default=None,
             help="YAMNet .tflite (path or URL). Default: $YAMNET_BEAM_MODEL, then models/yamnet.tflite "
-            "(fetched by `yamnet-beam download-model`).",
+            "(fetched by `yamnet-beam download`).",
         )
         parser.add_argument(
             "--class_map",
@@ -39,7 +47,7 @@ class YamnetOptions(PipelineOptions):
             "Default: $YAMNET_BEAM_CLASS_MAP, then next to the model.",
         )
         parser.add_argument(
-            "--hop_seconds",
+            "--hop_s",
             type=float,
             default=HOP_SAMPLES / SAMPLE_RATE,
             help="Frame hop in seconds (YAMNet: 0.48). Must be > 0 and <= 0.975.",
@@ -51,7 +59,7 @@ class YamnetOptions(PipelineOptions):
             help="Storage type of the 1024-D embedding; float16 halves it.",
         )
         parser.add_argument(
-            "--block_seconds",
+            "--block_s",
             type=float,
             default=10.0,
             help="Decode block length; bounds memory per file (default 10 s).",
@@ -96,7 +104,7 @@ class YamnetOptions(PipelineOptions):
             help="About this many MB of input per output part; a larger file gets a part of its own.",
         )
         parser.add_argument(
-            "--shard_seconds",
+            "--shard_s",
             type=float,
             default=300,
             help="Split PCM-like files (WAV, AIFF, FLAC) longer than 1.5x this into segments of about this "
@@ -114,7 +122,7 @@ class YamnetOptions(PipelineOptions):
             type=float,
             default=0,
             help="Process at most this many seconds of each file (0: no limit). Longer files keep the frames "
-            "of their first max_duration_s seconds and end as error 'too_long'.",
+            "of their first --max_duration_s seconds and end as error 'too_long'.",
         )
         parser.add_argument(
             "--progress_interval_s",
@@ -134,3 +142,39 @@ class YamnetOptions(PipelineOptions):
             default=1.0,
             help="Fail the job (exit code 1) when more than this fraction of files end in error (default 1.0: never).",
         )
+
+
+class _RefusingParser(_BeamArgumentParser):
+    """Beam's parser (it knows ValueProvider arguments) that raises instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise OptionsError(message)
+
+
+def _known_flags_parser(own: bool) -> argparse.ArgumentParser:
+    """Every flag Beam accepts (each PipelineOptions subclass, as Beam itself collects them), ours with ``own``."""
+    parser = _RefusingParser(allow_abbrev=False, add_help=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        if own or cls is not YamnetOptions:
+            cls._add_argparse_args(parser)
+    return parser
+
+
+def check_flags(argv: Sequence[str], command: str = "yamnet-beam run", own: bool = True) -> None:
+    """Refuses an argument that neither this job (with ``own``) nor any Beam options class knows, or a value
+    a flag refuses, naming it and the nearest valid spelling; Beam alone would drop it and run on defaults."""
+    parser = _known_flags_parser(own)
+    _, unknown = parser.parse_known_args(list(argv))
+    if not unknown:
+        return
+    flags = [s for a in parser._actions for s in a.option_strings] + (list(DEPRECATED_FLAGS) if own else [])
+    first = next((a for a in unknown if a.startswith("-")), unknown[0])
+    if not first.startswith("-"):
+        raise OptionsError(f"unexpected argument {first!r}: every value follows its flag (see {command} --help)")
+    name = first.split("=", 1)[0]
+    close = [DEPRECATED_FLAGS.get(c, c) for c in difflib.get_close_matches(name, flags, n=1, cutoff=0.6)]
+    hint = f"did you mean {close[0]}?" if close else f"see {command} --help"
+    raise OptionsError(f"unknown option {name}: {hint}")

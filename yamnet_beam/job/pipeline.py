@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import shlex
 import sys
 import threading
 import time
@@ -27,9 +28,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import yamnet_beam
 from yamnet_beam import framing
 from yamnet_beam.audio import RESAMPLE_CHUNK
+from yamnet_beam.deprecated import rewrite_deprecated
 from yamnet_beam.job import schema
 from yamnet_beam.job.listing import InputSpec, check_inputs
-from yamnet_beam.job.options import OptionsError, YamnetOptions
+from yamnet_beam.job.options import DEPRECATED_FLAGS, OptionsError, YamnetOptions, check_flags
 from yamnet_beam.job.parts import TMP_DIR, OutputDir, fingerprint
 from yamnet_beam.job.planning import (
     PLAN_FILE,
@@ -70,6 +72,47 @@ class RunPlan:
 
 class RunFailedError(RuntimeError):
     """More files failed than --fail_threshold allows; the output is complete but the job counts as failed."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the job; the message says what is committed and the command that finishes it."""
+
+
+def is_interrupt(e: BaseException) -> bool:
+    """A KeyboardInterrupt, or a runner's error wrapping one (the FnApiRunner re-raises it as a RuntimeError)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError) and "KeyboardInterrupt" in str(e)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """``yamnet-beam run`` with the same arguments and ``--mode resume``."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--mode":
+            skip = True
+        elif not a.startswith("--mode="):
+            args.append(a)
+    return shlex.join(["yamnet-beam", "run", *args, "--mode", "resume"])
+
+
+def _interrupted(out: OutputDir, before: set[str], argv: Sequence[str], plan_uri: str) -> RunInterrupted:
+    try:
+        committed = out.committed_parts()
+        total = sum(t.num_rows for t in out.read_parts(committed, ["path"]))
+        this_run = sum(t.num_rows for t in out.read_parts(committed - before, ["path"]))
+        plan = read_json(plan_uri)
+        of = f" of {plan['files_todo']}" if plan else ""
+        done = f"{total} files committed in {out.uri} ({this_run}{of} by this run)"
+    except Exception as e:  # the line must still come out
+        done = f"could not count the committed files of {out.uri} ({type(e).__name__})"
+    return RunInterrupted(f"interrupted; {done}; finish with: {resume_command(argv)}")
 
 
 @dataclass
@@ -150,11 +193,11 @@ def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
 
 def _check_numbers(opts: YamnetOptions) -> int:
     try:
-        hop = framing.hop_samples_from_seconds(opts.hop_seconds)
+        hop = framing.hop_samples_from_seconds(opts.hop_s)
     except ValueError as e:
-        raise OptionsError(f"--hop_seconds: {e}") from e
+        raise OptionsError(f"--hop_s: {e}") from e
     positive = {
-        "--block_seconds": opts.block_seconds,
+        "--block_s": opts.block_s,
         "--frames_per_batch": opts.frames_per_batch,
         "--row_group_rows": opts.row_group_rows,
         "--part_files": opts.part_files,
@@ -166,7 +209,7 @@ def _check_numbers(opts: YamnetOptions) -> int:
     non_negative = {
         "--decode_timeout_s": opts.decode_timeout_s,
         "--max_duration_s": opts.max_duration_s,
-        "--shard_seconds": opts.shard_seconds,
+        "--shard_s": opts.shard_s,
     }
     for flag, value in non_negative.items():
         if not value >= 0:  # also refuses NaN
@@ -220,12 +263,12 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     versions = installed()
     settings = EmbedSettings(
         hop_samples=hop,
-        block_seconds=opts.block_seconds,
+        block_seconds=opts.block_s,
         frames_per_batch=opts.frames_per_batch,
         row_group_rows=opts.row_group_rows,
         decode_timeout_s=opts.decode_timeout_s or None,
         max_duration_s=max_duration,
-        shard_seconds=opts.shard_seconds or None,
+        shard_seconds=opts.shard_s or None,
         fingerprint=fp,
         head_uri=absolute_uri(opts.head) if head is not None else None,
         head_sha256=head.sha256 if head is not None else None,
@@ -407,7 +450,10 @@ def run(
     Raises :class:`RunFailedError` after writing everything if more files failed than
     ``--fail_threshold`` allows.
     """
-    options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    argv = rewrite_deprecated(argv, DEPRECATED_FLAGS)
+    check_flags(argv)
+    options = PipelineOptions(argv)
     opts = options.view_as(YamnetOptions)
     plan = plan_run(opts)
     pin_worker_versions(options, dict(plan.settings.versions))
@@ -433,8 +479,14 @@ def run(
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(p, plan, opts, model_loader)
     plan_uri = f"{run_dir(plan.output, plan.run_id)}/{PLAN_FILE}"
-    with _Progress(out, None, opts.progress_interval_s, plan_uri=plan_uri):
-        p.run().wait_until_finish()
+    before = out.committed_parts()
+    try:
+        with _Progress(out, None, opts.progress_interval_s, plan_uri=plan_uri):
+            p.run().wait_until_finish()
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        raise _interrupted(out, before, argv, plan_uri) from None
     wall_s = time.perf_counter() - t0
     out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
     write_labels_csv(plan.labels, f"{plan.output}/labels.csv")

@@ -432,7 +432,7 @@ class SummarizeRun(beam.PTransform):
         super().__init__()
         self._run_uri = run_uri
 
-    def expand(self, pcolls: Mapping[str, beam.PCollection]):
+    def expand(self, pcolls):  # Mapping[str, PCollection]: as an annotation Beam warns it cannot check it
         tallies = [pcolls["rows"] | "TallyRows" >> beam.Map(_new_row_tally)]
         tallies.append(pcolls["parts"] | "TallyParts" >> beam.Map(_part_tally))
         if "skipped" in pcolls:

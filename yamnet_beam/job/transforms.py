@@ -177,7 +177,7 @@ class _OutputFn(beam.DoFn):
         else:
             Metrics.counter(METRICS_NAMESPACE, f"files_error_{row['error_kind']}").inc()
             self._files_error.inc()
-            _LOG.warning("%s (%s)", row["error"], row["error_kind"])  # the reason names the file
+            _LOG.warning("%s: %s (%s)", row["path"], row["error"], row["error_kind"])
         self._frames.inc(row["frames"])
         self._audio_ms.inc(int((row["duration_s"] or 0) * 1000))
         self._nonfinite.inc(row["nonfinite_samples"] or 0)
@@ -425,13 +425,20 @@ class _EmbedPartFn(_ModelFn):
             path,
             status=schema.STATUS_ERROR,
             error_kind=kind,
-            error=reason,
+            error=without_path(path, reason),
             frames=emitted,
             duration_s=stream.duration_s if stream is not None else None,
             nonfinite_samples=stream.nonfinite_samples if stream is not None else None,
             **_source_fields(info),
             **identity,
         )
+
+
+def without_path(path: str, reason: str) -> str:
+    """The reason alone: the decoders name the file first ("PATH: ..."), and its row has a path column."""
+    head, sep, rest = reason.partition(": ")
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return rest if sep and name and head.rstrip("/").endswith(name) else reason
 
 
 class _EmbedSegmentFn(_ModelFn):
@@ -465,7 +472,7 @@ class _EmbedSegmentFn(_ModelFn):
                         "before the length its header gives",
                     )
             except AudioDecodeError as e:
-                result["error_kind"], result["error"] = e.kind, str(e)
+                result["error_kind"], result["error"] = e.kind, without_path(path, str(e))
             except Exception as e:  # never lose the file: its row will say what happened
                 _LOG.exception("Unexpected failure on %s, segment %d", path, seg.index)
                 result["error_kind"], result["error"] = "internal", f"{type(e).__name__}: {e}"

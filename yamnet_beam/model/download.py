@@ -1,6 +1,6 @@
 """Fetch the YAMNet model and class map once, check them, and find them again later.
 
-Model files are never committed to git: ``yamnet-beam download-model`` puts them in a models
+Model files are never committed to git: ``yamnet-beam download`` puts them in a models
 directory, and the pipeline finds them there with :func:`default_model_uri`. Downloads go through
 fsspec, so the source may be ``https://``, ``file://``, ``gs://``, ``s3://`` or a plain path (a
 mirror inside a firewall, for instance). No Beam here, so a notebook can call it too.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -51,11 +52,12 @@ MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
 _CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _T = TypeVar("_T")
+_LOG = logging.getLogger(__name__)
 
-NOT_FOUND_HINT = (
-    "run `yamnet-beam download-model` to fetch it, or set "
-    f"{MODEL_ENV} / pass --model with the path or URL of a YAMNet .tflite file"
-)
+# What a user without network access does instead of downloading; every command that needs the model says it.
+OFFLINE_HINT = f"set {MODEL_ENV} / pass --model with the path or URL of a YAMNet .tflite file"
+NOT_FOUND_HINT = f"run `yamnet-beam download` to fetch it, or {OFFLINE_HINT}"
+_OFFLINE = f"without network access, {OFFLINE_HINT}"
 
 
 class DownloadError(ValueError):
@@ -106,7 +108,7 @@ def _search_dirs() -> list[Path]:
 
 
 def default_models_dir() -> Path:
-    """Where ``download-model`` puts files when no ``--dest`` is given.
+    """Where ``yamnet-beam download`` puts files when no ``-o``/``--out`` is given.
 
     ``./models`` when the working directory has a ``models`` folder or is the project checkout
     (the files then sit beside the code that uses them, git-ignored); anywhere else the per-user
@@ -134,7 +136,8 @@ def default_model_uri() -> str:
         if (d / MODEL_FILENAME).is_file():
             return str(d / MODEL_FILENAME)
     looked = ", ".join(str(d / MODEL_FILENAME) for d in _search_dirs())
-    raise ModelError(f"no YAMNet model found (looked in {looked}); {NOT_FOUND_HINT}")
+    _LOG.info("No YAMNet model in %s", looked)  # -v; the error stays one short line
+    raise ModelError(f"no YAMNet model found (not in ./models/ nor the user cache); {NOT_FOUND_HINT}")
 
 
 def default_class_map_uri() -> str | None:
@@ -198,10 +201,10 @@ def _fetch(url: str, dest_dir: Path, name: str) -> tuple[Path, str]:
         raise
     except FileNotFoundError as e:  # fsspec's http also reports refused connections this way
         tmp.unlink(missing_ok=True)
-        raise DownloadError(f"could not fetch {url}: not found or server unreachable") from e
+        raise DownloadError(f"could not fetch {url}: not found or server unreachable; {_OFFLINE}") from e
     except Exception as e:  # fsspec backends raise assorted errors (OSError, aiohttp, ...)
         tmp.unlink(missing_ok=True)
-        raise DownloadError(f"could not fetch {url}: {type(e).__name__}: {e}") from e
+        raise DownloadError(f"could not fetch {url}: {type(e).__name__}: {e}; {_OFFLINE}") from e
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions of a new file
     return tmp, digest.hexdigest()
 
@@ -353,20 +356,25 @@ def download_model(
 
 
 def add_download_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``download-model`` subcommand."""
+    """Add the ``download`` subcommand."""
     p = subparsers.add_parser(
-        "download-model",
+        "download",
         help="download and check the YAMNet model and class map",
         description=(
             "Download the YAMNet TFLite model and its class map, check them, and store them where "
-            "`yamnet-beam run` finds them. Existing valid files are kept unless --force."
+            "`yamnet-beam run` finds them. Valid files already there are kept unless --mode overwrite."
         ),
     )
-    p.add_argument("--dest", default=None, help=f"destination folder (default: {default_models_dir()})")
+    p.add_argument("-o", "--out", dest="dest", default=None, help=f"folder (default: {default_models_dir()})")
     p.add_argument("--model_url", default=MODEL_URL, help="model URL or path (any fsspec URL)")
     p.add_argument("--class_map_url", default=CLASS_MAP_URL, help="class map URL or path; empty string to skip it")
     p.add_argument("--sha256", default=None, help="expected SHA-256 of the model file")
-    p.add_argument("--force", action="store_true", help="download again even if valid files exist")
+    p.add_argument(
+        "--mode",
+        choices=("error", "overwrite"),
+        default="error",
+        help="'overwrite' downloads again even if valid files exist (default: keep them; never replace others)",
+    )
     return p
 
 
@@ -378,13 +386,13 @@ def _found_automatically(path: Path) -> bool:
 
 
 def main_download(args: argparse.Namespace) -> int:
-    """Run ``download-model``; errors propagate as :class:`DownloadError` (a ``ValueError``)."""
+    """Run ``download``; errors propagate as :class:`DownloadError` (a ``ValueError``)."""
     r = download_model(
         args.dest,
         model_url=args.model_url,
         class_map_url=args.class_map_url or None,
         expected_sha256=args.sha256,
-        force=args.force,
+        force=args.mode == "overwrite",
     )
     verb = "Downloaded" if r.model_downloaded else "Already present"
     labels = "yes" if r.model_info.embedded_labels else "no"

@@ -20,7 +20,7 @@ NUM_CLASSES = 521  # YAMNet's signature: AudioSet classes
 EMBEDDING_DIM = 1024
 
 DOWNLOAD_HINT = (
-    "run `yamnet-beam download-model` to fetch the official YAMNet TFLite model, "
+    "run `yamnet-beam download` to fetch the official YAMNet TFLite model, "
     "or pass the path/URL of a YAMNet .tflite file"
 )
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 CLASS_MAP_COLUMNS = ("index", "mid", "display_name")
 _FIX_HINT = (
     "pass the class map that belongs to this model (yamnet_class_map.csv, columns "
-    "index,mid,display_name) or run `yamnet-beam download-model` to fetch the matching pair"
+    "index,mid,display_name) or run `yamnet-beam download` to fetch the matching pair"
 )
 
 
