@@ -15,9 +15,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.support import reference
 from tests.support.fakes import FakeModelLoader
 from tests.support.fixtures import BAD
-from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
 from yamnet_beam.job import schema
 from yamnet_beam.job.options import YamnetOptions
@@ -51,8 +51,8 @@ def _argv(audio_dir, out, model_path, class_map_path, *extra):
 
 
 def _expected_frames(path) -> int:
-    audio, _, _ = decode_file(str(path))
-    return framing.num_frames(len(audio))
+    """From soundfile/PyAV + soxr and the formula (tests/support/reference.py), not the package's own decoder."""
+    return reference.num_frames(len(reference.decode_16k(path)))
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_pipeline_equals_direct_interpreter(inprocess_run, audio_dir, reference_
     path = audio_dir / name
     t = pq.read_table(out / "frames", filters=[("path", "=", str(path))]).sort_by("frame")
     audio, _, _ = decode_file(str(path))
-    ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio))
+    ref_scores, ref_emb = reference_interpreter(reference.frames(audio))  # the package's samples: bit for bit
     scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
     emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
     np.testing.assert_array_equal(scores, ref_scores)  # bit for bit: the batched path changes nothing
@@ -308,7 +308,7 @@ def test_other_hops_equal_the_direct_interpreter(
          "--hop_seconds", str(hop_seconds), *extra])  # fmt: skip
     t = pq.read_table(tmp_path / "frames").sort_by("frame")
     audio, _, _ = decode_file(str(src))
-    ref_scores, ref_emb = reference_interpreter(framing.frame_signal(audio, round(hop_seconds * 16000)))
+    ref_scores, ref_emb = reference_interpreter(reference.frames(audio, round(hop_seconds * 16000)))
     np.testing.assert_array_equal(t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521), ref_scores)
     np.testing.assert_array_equal(
         t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024), ref_emb
@@ -337,7 +337,7 @@ def test_variable_length_model_through_the_pipeline(tmp_path, fixtures_dir, clas
     )
     t = pq.read_table(tmp_path / "o" / "frames").sort_by("frame")
     audio, _, _ = decode_file(str(path))
-    frames = framing.frame_signal(audio)
+    frames = reference.frames(audio)
     scores = t.column("scores").combine_chunks().flatten().to_numpy().reshape(-1, 521)
     emb = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 1024)
     np.testing.assert_allclose(scores, tflite_builder.expected_scores(frames), atol=1e-5)
