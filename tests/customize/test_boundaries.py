@@ -25,7 +25,7 @@ S = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], np.float32)
 def test_a_cut_exactly_at_the_target_precision_reaches_it():
     got = choose_threshold(Y, S, target_precision=0.8)  # the cut at 0.5 is 4/5 = 0.8 precise, all recall
     assert got["reached"] and got["threshold"] == float(np.float32(0.5))
-    assert (got["precision"], got["recall"]) == (0.8, 1.0)
+    assert (got["precision"], got["recall"], got["support"]) == (0.8, 1.0, 4)
 
 
 def test_just_above_the_target_takes_the_next_cut():
@@ -41,6 +41,51 @@ def test_a_target_of_one_is_reachable():
 def test_default_threshold_is_the_best_f1_cut():
     got = choose_threshold(Y, S)  # F1: 0.9 .4, 0.8 .667, 0.7 .857, 0.6 .75, 0.5 .889, 0.4 .8, 0.3 .727, 0.2 .667
     assert got["threshold"] == float(np.float32(0.5)) and got["f1"] == pytest.approx(8 / 9)
+
+
+def _best_f1(y, s):
+    """The best F1 over every cut ``s >= t``, from the definitions."""
+    best = 0.0
+    for t in np.unique(s):
+        pred = s >= t
+        tp = int((pred & y).sum())
+        if tp:
+            p, r = tp / pred.sum(), tp / y.sum()
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_f1_when_the_scores_tell_little(seed):
+    """Uninformative scores: the best cut has precision + recall below 1, where F1's formula is easiest to get wrong."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(200) < 0.1
+    s = rng.random(200).astype(np.float32)
+    got = choose_threshold(y, s)
+    assert got["f1"] == pytest.approx(_best_f1(y, s), abs=1e-12) and got["precision"] + got["recall"] < 1.2
+
+
+def test_a_cut_that_finds_no_positive_is_never_the_best():
+    got = choose_threshold(np.array([0, 1], bool), np.array([0.9, 0.1], np.float32))  # the top cut: p = r = 0
+    assert got["threshold"] == float(np.float32(0.1)) and got["f1"] == pytest.approx(2 / 3)
+
+
+def test_unreachable_target_takes_the_most_precise_cut_not_the_first():
+    y = np.array([0, 1, 1, 0, 0, 0], bool)  # cuts: .9 p=0, .8 .5, .7 .667, .6 .5, .5 .4, .4 .333
+    got = choose_threshold(y, S[:6], target_precision=0.9)
+    assert not got["reached"] and got["threshold"] == float(np.float32(0.7))
+    assert got["precision"] == pytest.approx(2 / 3) and got["recall"] == 1.0
+
+
+def test_calibration_sees_the_scores_as_stored_float32():
+    """Two frames whose float64 scores differ below float32 precision are one score once stored: one cut."""
+    got = choose_threshold(np.array([1, 0], bool), np.array([0.5 + 1e-12, 0.5], np.float64))
+    assert got["threshold"] == 0.5 and got["precision"] == 0.5 and got["recall"] == 1.0
+
+
+def test_thresholds_stay_within_zero_and_one():
+    got = choose_threshold(np.array([1, 0], bool), np.array([1.5, 0.2], np.float32))  # not probabilities
+    assert got["threshold"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -66,9 +111,9 @@ def test_degenerate_classes(y, threshold):
 def test_calibrate_keeps_each_class_apart():
     y = np.stack([Y, ~Y, np.zeros(8, bool)], axis=1)
     s = np.stack([S, 1 - S, S], axis=1)
-    got = calibrate(y, s, ["a", "b", "none"], target_precision=0.8)
-    assert got["a"] == choose_threshold(Y, S, 0.8)
-    assert got["b"] == choose_threshold(~Y, 1 - S, 0.8)
+    got = calibrate(y, s, ["a", "b", "none"], target_precision=1.0)
+    assert got["a"] == choose_threshold(Y, S, 1.0) != choose_threshold(Y, S)  # the target is passed on
+    assert got["b"] == choose_threshold(~Y, 1 - S, 1.0)
     assert got["none"]["threshold"] == 1.0 and got["none"]["support"] == 0
 
 

@@ -56,19 +56,31 @@ def test_scores_do_not_depend_on_the_batch():
     assert np.array_equal(np.concatenate([h.scores(x[:1]), h.scores(x[1:7]), h.scores(x[7:])]), whole)
 
 
-def test_softmax_is_stable_for_large_logits():
+def test_softmax_is_stable_for_large_logits_row_by_row():
+    """Each row is shifted by its own maximum: a row far below another batch row's logits must not underflow."""
     h = _head("softmax")
-    x = np.full((2, 1024), 1e4, np.float32)
+    v = np.random.default_rng(3).standard_normal(1024).astype(np.float32)
+    x = np.stack([v * 1e4, -v * 1e4, v])
     got = h.scores(x)
     assert np.isfinite(got).all() and np.allclose(got.sum(axis=1), 1)
+    for i in range(3):
+        np.testing.assert_allclose(got[i], h.scores(x[i : i + 1])[0], rtol=1e-6, atol=1e-30)
 
 
 def test_save_then_load_is_the_same_head(tmp_path):
     h = _head("sigmoid", 8, thresholds=[0.1, 0.5, 0.9])
+    assert [(w.dtype, b.dtype) for w, b in h.layers] == [(np.float32, np.float32)] * 2  # stored as float32
+    h.output_fingerprint, h.metrics = "fp123", {"clip": {"accuracy": 0.5}}
+    h.hyperparameters = {"C": np.float32(0.25), "hidden": 8}  # numpy numbers, as scikit-learn hands them over
     sha = save_head(h, str(tmp_path / "h"))
+    doc = json.loads((tmp_path / "h" / "head.json").read_text())
+    assert doc["layers"] == [[1024, 8], [8, 3]] and doc["hyperparameters"] == {"C": 0.25, "hidden": 8}
     assert sha == hashlib.sha256((tmp_path / "h" / "head.json").read_bytes()).hexdigest()
     got = load_head(str(tmp_path / "h"), expected_sha256=sha)
     assert got.classes == h.classes and got.thresholds == h.thresholds and got.activation == "sigmoid"
+    assert (got.name, got.output_fingerprint, got.metrics) == ("h", "fp123", h.metrics)
+    assert got.hyperparameters == {"C": 0.25, "hidden": 8} and got.yamnet_sha256 == SHA
+    assert save_head(got, str(tmp_path / "h")) == sha  # saved again over itself: the same bytes
     for (w, b), (w2, b2) in zip(got.layers, h.layers, strict=True):
         assert np.array_equal(w, w2) and np.array_equal(b, b2)
     with pytest.raises(HeadError, match="changed since the job started"):
@@ -149,7 +161,7 @@ def test_check_refuses_inconsistent_heads(kw, message):
         _head(**kw)
 
 
-@pytest.mark.parametrize("names", [["a", "a", "b"], ["a", " ", "b"], ["a", "b\nc", "d"]])
+@pytest.mark.parametrize("names", [["a", "a", "b"], ["a", " ", "b"], ["a", "b\nc", "d"], ["a", "b\rc", "d"]])
 def test_class_names_must_be_distinct_single_lines(names):
     h = _head()
     with pytest.raises(HeadError, match="class names"):
@@ -158,6 +170,7 @@ def test_class_names_must_be_distinct_single_lines(names):
 
 def test_thresholds_at_zero_and_one_and_a_single_sigmoid_class_are_allowed():
     _head(thresholds=[0.0, 1.0, 0.5])
+    assert _head("softmax", classes=2, thresholds=[0.5, 0.5]).num_classes == 2  # the smallest softmax head
     assert _head("sigmoid", classes=1, thresholds=[0.5]).num_classes == 1
 
 
