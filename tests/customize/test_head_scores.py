@@ -78,7 +78,7 @@ def test_save_then_load_is_the_same_head(tmp_path):
     assert sha == hashlib.sha256((tmp_path / "h" / "head.json").read_bytes()).hexdigest()
     got = load_head(str(tmp_path / "h"), expected_sha256=sha)
     assert got.classes == h.classes and got.thresholds == h.thresholds and got.activation == "sigmoid"
-    assert (got.name, got.output_fingerprint, got.metrics) == ("h", "fp123", h.metrics)
+    assert (got.name, got.output_fingerprint, got.metrics) == ("h", "fp123", h.metrics) and got.sha256 == sha
     assert got.hyperparameters == {"C": 0.25, "hidden": 8} and got.yamnet_sha256 == SHA
     assert save_head(got, str(tmp_path / "h")) == sha  # saved again over itself: the same bytes
     for (w, b), (w2, b2) in zip(got.layers, h.layers, strict=True):
@@ -104,11 +104,17 @@ def _rewrite_weights(d, doc, arrays):
 @pytest.mark.parametrize(
     "spoil,message",
     [
-        (lambda d, doc: (d / "head.json").unlink(), "has no head.json"),
+        (
+            lambda d, doc: (d / "head.json").unlink(),
+            "has no head.json: pass a directory written by `yamnet-beam train`",
+        ),
         (lambda d, doc: (d / "head.json").write_bytes(b"\xff\xfe not json"), "is not JSON"),
         (lambda d, doc: (d / "head.json").write_text("[1, 2]"), "is not a yamnet-beam head file"),
         (lambda d, doc: (d / "head.json").write_text(json.dumps({**doc, "format": "x"})), "not a yamnet-beam head"),
-        (lambda d, doc: (d / "head.json").write_text(json.dumps({**doc, "format_version": 9})), "head format 9"),
+        (
+            lambda d, doc: (d / "head.json").write_text(json.dumps({**doc, "format_version": 9})),
+            "head format 9, .* retrain it with this version",
+        ),
         (lambda d, doc: (d / "weights.npz").unlink(), "has no weights file"),
         (
             lambda d, doc: (d / "head.json").write_text(
@@ -116,7 +122,10 @@ def _rewrite_weights(d, doc, arrays):
             ),
             "has no weights file",
         ),
-        (lambda d, doc: (d / "weights.npz").write_bytes(b"PK garbage"), "SHA-256 differs"),
+        (
+            lambda d, doc: (d / "weights.npz").write_bytes(b"PK garbage"),
+            "SHA-256 differs.*retrain it or restore both files together",
+        ),
         (lambda d, doc: _rewrite_weights(d, doc, {}) or None, "is not a head's weights"),
         (lambda d, doc: _rewrite_weights(d, doc, {"w0": np.zeros((3, 3)), "b0": np.zeros(3)}), "layer 0: W must be"),
         (lambda d, doc: _rewrite_weights(d, doc, {"w0": np.full((1024, 3), np.nan), "b0": np.zeros(3)}), "NaN or inf"),
@@ -174,8 +183,33 @@ def test_thresholds_at_zero_and_one_and_a_single_sigmoid_class_are_allowed():
     assert _head("sigmoid", classes=1, thresholds=[0.5]).num_classes == 1
 
 
+def test_a_head_file_without_the_optional_keys_loads_with_their_defaults(tmp_path):
+    d, doc = _saved(tmp_path)
+    for key in ("name", "output_fingerprint", "metrics", "hyperparameters"):
+        doc.pop(key)
+    (d / "head.json").write_text(json.dumps(doc))
+    got = load_head(str(d))
+    assert (got.name, got.output_fingerprint, got.metrics, got.hyperparameters) == ("head", "", {}, {})
+
+
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        ([], "a head needs at least one layer"),
+        ([(np.zeros((1024, 4)), np.zeros(4))], "the last layer has 4 outputs for 3 classes"),
+    ],
+)
+def test_layers_must_end_in_one_output_per_class(layers, message):
+    with pytest.raises(HeadError, match=message):
+        Head(["a", "b", "c"], layers, "softmax", [0.5] * 3, SHA)
+
+
 def test_check_model_refuses_another_model():
     h = _head()
     check_model(h, SHA, "x")
-    with pytest.raises(HeadError, match="trained on embeddings of the model with SHA-256 aaaaaaaaaaaa"):
+    with pytest.raises(HeadError) as e:
         check_model(h, "b" * 64, "--model m")
+    assert "model with SHA-256 aaaaaaaaaaaa..., but --model m uses bbbbbbbbbbbb...: its embeddings differ" in str(
+        e.value
+    )
+    assert str(e.value).endswith("Use that model (--model), or retrain the head on an output of this one")
