@@ -57,14 +57,49 @@ def model_args(model_path: Path, class_map_path: Path) -> list[str]:
 
 @pytest.fixture
 def no_leaked_threads() -> Iterator[None]:
-    """After the test no decode thread is left and the thread count is back where it was (ending takes a moment)."""
-    before = threading.active_count()
+    """After the test no decode thread is left, nor any thread the test started (ending takes a moment).
+
+    Threads are compared by identity, not counted: a thread an earlier test left that ends meanwhile
+    must neither hide a leak nor fail this test, whatever order the tests run in.
+    """
+    before = set(threading.enumerate())
+
+    def started() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before]
+
     yield
     deadline = time.monotonic() + 10
-    while (decode_threads() or threading.active_count() > before) and time.monotonic() < deadline:
+    while (decode_threads() or started()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert decode_threads() == []
-    assert threading.active_count() == before
+    assert started() == []
+
+
+@pytest.fixture(autouse=True)
+def _isolated_globals() -> Iterator[None]:
+    """What a test leaves in process-wide state is removed after it, so no test depends on another's order:
+    ``memory://`` files, fsspec protocols it registered, and model bytes cached for URIs it may reuse."""
+    import sys
+
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    registry = sys.modules["fsspec.registry"]._registry  # fsspec.registry itself is a read-only view
+    protocols = dict(registry)
+    store, dirs = set(MemoryFileSystem.store), set(MemoryFileSystem.pseudo_dirs)
+    yield
+    for name in set(registry) - set(protocols):
+        cls = registry.pop(name)
+        if hasattr(cls, "clear_instance_cache"):
+            cls.clear_instance_cache()
+    registry.update(protocols)  # one a test replaced (clobber=True) is restored
+    wrote_memory = set(MemoryFileSystem.store) != store
+    for key in set(MemoryFileSystem.store) - store:
+        del MemoryFileSystem.store[key]
+    MemoryFileSystem.pseudo_dirs[:] = [d for d in MemoryFileSystem.pseudo_dirs if d in dirs]
+    if wrote_memory:  # model bytes are cached per URI: a later test may write other bytes under the same one
+        from yamnet_beam.model import clear_model_cache
+
+        clear_model_cache()
 
 
 @pytest.fixture

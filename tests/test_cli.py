@@ -46,8 +46,11 @@ def test_run_help_lists_options(capsys):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("yamnet-beam")
-    assert exe, "the package is not installed: pip install -e '.[dev]'"
+    # This environment's script (beside its interpreter), not whichever yamnet-beam is first on PATH.
+    exe = Path(sys.executable).parent / "yamnet-beam"
+    assert exe.is_file(), f"the package is not installed in {sys.prefix}: pip install -e '.[dev]'"
+    shebang = exe.read_text().splitlines()[0].removeprefix("#!").strip()
+    assert Path(shebang).resolve() == Path(sys.executable).resolve(), shebang
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "yamnet-beam download" in res.stdout and "run" in res.stdout
     res = subprocess.run([sys.executable, "-m", "yamnet_beam.cli", "run", "--help"], capture_output=True, text=True)

@@ -65,6 +65,9 @@ def _check_decode(data: bytes, ext: str) -> str:
         outcome = "ok"
     except AudioDecodeError as e:
         assert e.kind in ERROR_KINDS
+        # Bytes in memory fail the same way every time: a transient kind would make --mode resume retry
+        # them forever (resume redoes io_error, timeout and internal).
+        assert e.kind not in {"io_error", "timeout", "internal"}, e
         str(e).encode("utf-8")
         outcome = e.kind
     finally:

@@ -71,9 +71,11 @@ def test_a_retried_bucket_cuts_the_same_parts(seed):
 
 
 def test_part_mb_is_respected():
-    files = [InputFile(f"/d/{i:04d}.wav", 30 << 20) for i in range(10)]
+    # 200 files allow 13 per part (200 / 16 parts), so only the byte limit keeps them to 2 of 30 MB
+    files = [InputFile(f"/d/{i:04d}.wav", 30 << 20) for i in range(200)]
     parts = _parts([((0, i), f) for i, f in enumerate(files)], part_bytes=64 << 20)
     assert all(sum(f.size_bytes for f in p.files) <= 64 << 20 for p in parts)
+    assert sorted(len(p.files) for p in parts)[len(parts) // 2 :] == [2] * (len(parts) - len(parts) // 2)
 
 
 def test_pipeline_proto_does_not_grow_with_the_inputs(tmp_path, model_path, class_map_path):

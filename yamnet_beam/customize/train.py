@@ -290,6 +290,10 @@ def cross_validate(data: LabelledSet, fold_of_file: np.ndarray, head_type: str, 
     heldout = np.zeros((len(x), len(data.classes)), np.float64)
     for f in np.unique(fold_of_file):
         test = frame_fold == f
+        seen = np.unique(y[~test].argmax(axis=1))
+        if not data.multilabel and len(seen) == 1:  # every other class is in this fold: only that one can be told
+            heldout[np.flatnonzero(test), seen[0]] = 1.0
+            continue
         fitted = Fitted(x[~test], y[~test], head_type, data.multilabel, params)
         heldout[test] = fitted.predict_proba(x[test], len(data.classes))
     return heldout

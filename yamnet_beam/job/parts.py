@@ -163,6 +163,14 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": COMPRESSION, "use_dictionary": scalar, "write_statistics": scalar}
 
 
+class PartWriteError(RuntimeError):
+    """Writing a part's output failed (disk full, a network error): the part fails and is retried as a whole.
+
+    Not any input's fault, so never recorded as a file's error; once raised, the writer refuses every later
+    write and commit, so a part with a lost row group can never be committed.
+    """
+
+
 class PartWriter:
     """Streams one part's frames into a temporary Parquet file; :meth:`commit` publishes frames, then files."""
 
@@ -185,6 +193,7 @@ class PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._stream = None
         self._tmp_frames: str | None = None
+        self._failed: BaseException | None = None
         self.rows_added = 0  # rows accepted by add(), written or pending
 
     def _tmp(self, kind: str) -> str:
@@ -200,9 +209,18 @@ class PartWriter:
             self._flush()
 
     def _flush(self) -> None:
+        if self._failed is not None:
+            raise PartWriteError(f"part {self.part_id}: an earlier write failed: {self._failed}") from self._failed
         if not self._pending_rows:
             self._pending, self._pending_rows = [], 0
             return
+        try:
+            self._write_pending()
+        except Exception as e:
+            self._failed = e
+            raise PartWriteError(f"part {self.part_id}: writing {self._tmp_frames} failed: {e}") from e
+
+    def _write_pending(self) -> None:
         if self._writer is None:
             self._tmp_frames = self._tmp("frames")
             self._fs.makedirs(f"{self._root}/{TMP_DIR}", exist_ok=True)

@@ -25,7 +25,7 @@ from yamnet_beam import framing
 from yamnet_beam.audio import AudioDecodeError, AudioInfo, open_audio, segment_quantum
 from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile, with_identity
-from yamnet_beam.job.parts import Part, PartWriter, Segment, long_file_part_id
+from yamnet_beam.job.parts import Part, PartWriteError, PartWriter, Segment, long_file_part_id
 from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
 from yamnet_beam.uris import display_path
 from yamnet_beam.versions import check_worker
@@ -398,10 +398,14 @@ class _EmbedPartFn(_ModelFn):
                     self._segment_count.inc(len(segments))
                     return segments
                 self._stream_frames(path, stream, framer, writer, 0, 0, finish=True)
+        except PartWriteError:  # the output failed, not this file: the part fails and is retried
+            raise
         except AudioDecodeError as e:
             try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
                 if framer.total_samples and not framer.finished:
                     self._write_results(path, framer.finish(), framer, writer, 0, 0)
+            except PartWriteError:
+                raise
             except Exception:
                 _LOG.exception("Could not keep the frames decoded before the failure of %s", path)
             return self._error_row(path, identity, info, stream, writer.rows_added - before, e.kind, str(e))
@@ -471,6 +475,8 @@ class _EmbedSegmentFn(_ModelFn):
                         f"{path}: audio ends at {(seg.start + framer.total_samples) / framing.SAMPLE_RATE:.1f} s, "
                         "before the length its header gives",
                     )
+            except PartWriteError:
+                raise
             except AudioDecodeError as e:
                 result["error_kind"], result["error"] = e.kind, without_path(path, str(e))
             except Exception as e:  # never lose the file: its row will say what happened
