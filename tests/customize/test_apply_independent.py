@@ -115,6 +115,7 @@ def test_apply_killed_mid_commit_shows_no_partial_part_and_reapply_completes(bar
     # A reader of the head's scores is told to apply again rather than given part of them.
     with pytest.raises(QueryError, match="apply"):
         q.top_classes(open_output(str(bare_out)), 1, head=head)
-    assert main(["apply", str(bare_out), "--head", str(head_dir)]) == 0
+    # The interrupted application is replaced, as the interruption's message says: --mode overwrite.
+    assert main(["apply", str(bare_out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     assert not [p.name for p in dest.iterdir() if not p.name.startswith("part-")]  # no temp file left
     _assert_applied_independently(bare_out, head_dir)
