@@ -11,11 +11,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from yamnet_beam.analysis.output import QueryError
-from yamnet_beam.job.inputs import InputError
+from yamnet_beam.errors import UserError
 from yamnet_beam.model import ModelError
-from yamnet_beam.model.download import DownloadError
-from yamnet_beam.model.labels import LabelsError
 
 
 @contextlib.contextmanager
@@ -43,15 +40,6 @@ def _beam_module(name: str):
     """Imports a module of ours that imports Apache Beam, without Beam's import-time noise."""
     with _import_noise_at_debug():
         return importlib.import_module(name)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback."""
-    from yamnet_beam.customize.head import HeadError
-    from yamnet_beam.customize.train import TrainError
-
-    options = _beam_module("yamnet_beam.job.options")
-    return (DownloadError, HeadError, InputError, LabelsError, ModelError, options.OptionsError, QueryError, TrainError)
 
 
 RUN_HELP = """Run the job: yamnet-beam run --input PATH_OR_GLOB [--input ...] --output DIR [--model URI]
@@ -196,7 +184,7 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     out = open_output(args.output)
     head = None
     if getattr(args, "head", None):
-        from yamnet_beam.customize.head import load_head
+        from yamnet_beam.model.head import load_head
 
         head = load_head(args.head)
     if args.command == "pool":
@@ -297,7 +285,7 @@ def _guard(fn) -> int:
     """User errors end with one readable line and exit code 2, not a traceback."""
     try:
         return fn()
-    except _user_errors() as e:
+    except UserError as e:  # "fix your command or environment": one line, exit 2; anything else keeps its traceback
         print(f"yamnet-beam: error: {e}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,8 @@ from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
 from yamnet_beam.cli import main
 from yamnet_beam.job.pipeline import RunFailedError, run
+from yamnet_beam.table.lease import Lease
+from yamnet_beam.table.output import OutputDir
 from yamnet_beam.uris import display_path
 
 SR = 16000
@@ -420,12 +422,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_args):
             os.killpg(proc.pid, signal.SIGKILL)
     committed = len(list((killed / "files").glob("part-*.parquet")))
     assert 3 <= committed < 25  # really interrupted mid-run
-    s = run([*base, "--output", str(killed), "--mode", "resume"])
+    held = Lease(OutputDir(str(killed)), "run").current()
+    assert held is not None and held.pid == proc.pid  # the dead job's lease is still there
+    s = run([*base, "--output", str(killed), "--mode", "resume"])  # takes it over: its holder is provably gone
     assert s.files_processed == 25 - committed
     ref = tmp_path / "ref"
     run([*base, "--output", str(ref)])
     _assert_same_rows(killed, ref)
     assert not (killed / "_tmp").exists() or not list((killed / "_tmp").iterdir())
+    assert not (killed / "_lease.json").exists()  # given back when the run ended
 
 
 def test_tables_are_deterministic_across_part_sizes(tmp_path, fixtures_dir, model_args):
@@ -505,8 +510,9 @@ def test_overwrite_removes_derived_tables(tmp_path, fixtures_dir, model_args):
         *model_args,
     ]
     run(base)
-    for derived in ["clips", "_similar_cache"]:
-        (tmp_path / "o" / derived).mkdir()
+    for derived in ["clips", "_similar_cache", "heads/old_head"]:
+        (tmp_path / "o" / derived).mkdir(parents=True)
         (tmp_path / "o" / derived / "stale").write_text("old")
     run([*base, "--mode", "overwrite"])
-    assert not (tmp_path / "o" / "clips").exists() and not (tmp_path / "o" / "_similar_cache").exists()
+    for derived in ["clips", "_similar_cache", "heads"]:
+        assert not (tmp_path / "o" / derived).exists(), derived  # scored on frames that are gone

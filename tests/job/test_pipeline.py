@@ -19,9 +19,9 @@ from tests.support.fakes import FakeModelLoader
 from tests.support.fixtures import BAD
 from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
-from yamnet_beam.job import schema
 from yamnet_beam.job.options import YamnetOptions
 from yamnet_beam.job.pipeline import OptionsError, build_pipeline, plan_run, run
+from yamnet_beam.table import schema
 
 SPEECH = [
     "speech_16k_float32.wav",
@@ -351,8 +351,9 @@ def test_progress_counts_committed_parts(tmp_path):
     """The progress line is computed from committed files/ parts, so it works on any runner."""
     import io
 
-    from yamnet_beam.job.parts import OutputDir, PartWriter
     from yamnet_beam.job.pipeline import _Progress
+    from yamnet_beam.table.output import OutputDir
+    from yamnet_beam.table.parts import PartWriter
 
     def commit(pid, durations):
         rows = [

@@ -19,9 +19,8 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 
 from tests.support import outputs
-from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile
-from yamnet_beam.job.parts import RESUME_COLUMNS, OutputDir, plan_parts
+from yamnet_beam.job.parts import RESUME_COLUMNS, plan_parts
 from yamnet_beam.job.planning import (
     SKIPPED_TAG,
     SUMMARY_FILE,
@@ -34,6 +33,8 @@ from yamnet_beam.job.planning import (
     _SumTalliesFn,
     errors_by_kind,
 )
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import OutputDir
 
 FP = "fp"
 

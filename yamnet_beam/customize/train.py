@@ -11,7 +11,6 @@ the first one), so the head file holds numbers only.
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import logging
@@ -24,28 +23,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from yamnet_beam.analysis.output import Output, list_matrix, open_output, scan_parquet
+from yamnet_beam.analysis.output import Output, open_output
 from yamnet_beam.customize.calibrate import calibrate
-from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, Head, save_head
-from yamnet_beam.job import schema
+from yamnet_beam.customize.learn import TrainError, sklearn_module
+from yamnet_beam.model.head import FORBIDDEN_WIDTHS, Head, save_head
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import scan_parquet
+from yamnet_beam.table.schema import list_matrix
 from yamnet_beam.uris import absolute_uri
 
 _LOG = logging.getLogger(__name__)
 HEAD_TYPES = ("linear", "mlp")
 METRICS_JSON = "metrics.json"
 CONFUSION_PNG = "confusion.png"
-
-
-class TrainError(ValueError):
-    """The labels or the output cannot train a head as asked; the message says what to do."""
-
-
-def sklearn_module(name: str):
-    """``sklearn.<name>``, or a :class:`TrainError` saying how to install it."""
-    try:
-        return importlib.import_module(f"sklearn.{name}")
-    except ImportError as e:
-        raise TrainError('training a head needs scikit-learn: pip install "yamnet-beam[train]"') from e
 
 
 @dataclass
@@ -340,7 +330,7 @@ def train(
         raise TrainError(f"--target_precision is a precision in (0, 1], got {target_precision}")
     sklearn_module("linear_model")  # fail before reading anything when scikit-learn is missing
     out = open_output(output)
-    model_sha = out.manifest.get("model_sha256") or out.run_metadata.get("model_sha256")
+    model_sha = out.run_value("model_sha256")
     if not model_sha:
         raise TrainError(f"{output} records no model SHA-256 (manifest.json or table metadata): rerun the job")
     data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
@@ -379,7 +369,7 @@ def train(
         activation="sigmoid" if data.multilabel else "softmax",
         thresholds=thresholds,
         yamnet_sha256=model_sha,
-        output_fingerprint=out.manifest.get("fingerprint") or out.run_metadata.get("fingerprint", ""),
+        output_fingerprint=out.run_value("fingerprint", ""),
         name=posixpath.basename(absolute_uri(head_dir).rstrip("/")) or "head",
         metrics={k: metrics[k] for k in ("clip", "files", "frames")},
         hyperparameters={

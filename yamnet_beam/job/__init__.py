@@ -7,6 +7,6 @@ the tables' schemas and the output layout (:mod:`.schema`, defined once), the
 DoFns that adapt audio and model to Beam (:mod:`.transforms`), ``run()`` (:mod:`.pipeline`), and a
 RunInference ``ModelHandler`` for users' own pipelines (:mod:`.runinference`), and ``apply`` (a head over
 stored embeddings: :mod:`.apply`). May import :mod:`yamnet_beam.audio`, :mod:`yamnet_beam.model`,
-:mod:`yamnet_beam.framing`, :mod:`yamnet_beam.uris` and :mod:`yamnet_beam.customize.head` (the head file);
+:mod:`yamnet_beam.framing`, :mod:`yamnet_beam.uris` and :mod:`yamnet_beam.model.head` (the head file);
 never :mod:`yamnet_beam.analysis`.
 """

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
-from yamnet_beam.job.schema import EMBEDDING_DTYPES
 from yamnet_beam.model.batched import DEFAULT_BATCH
+from yamnet_beam.table.schema import EMBEDDING_DTYPES
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError, ValueError):
     """A bad option or environment found before any work started; the message says what to do."""
 
 

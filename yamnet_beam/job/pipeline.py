@@ -21,16 +21,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import apache_beam as beam
-import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import yamnet_beam
 from yamnet_beam import framing
 from yamnet_beam.audio import RESAMPLE_CHUNK
-from yamnet_beam.job import schema
 from yamnet_beam.job.listing import InputSpec, check_inputs
 from yamnet_beam.job.options import OptionsError, YamnetOptions
-from yamnet_beam.job.parts import TMP_DIR, OutputDir, fingerprint
+from yamnet_beam.job.parts import fingerprint
 from yamnet_beam.job.planning import (
     PLAN_FILE,
     SUMMARY_FILE,
@@ -46,8 +44,12 @@ from yamnet_beam.job.planning import (
 )
 from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
 from yamnet_beam.model import ModelError, ModelInfo, inference_path, inspect_model, read_model_bytes
-from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
+from yamnet_beam.model.download import default_model_uri, resolve_class_map
 from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import LABELS_CSV, MANIFEST, TMP_DIR
+from yamnet_beam.table.lease import Lease
+from yamnet_beam.table.output import OutputDir
 from yamnet_beam.uris import absolute_uri
 
 _LOG = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ def _check_output_path(output: str | None, mode: str) -> OutputDir:
         raise OptionsError(f"--output {output}: {e}. Install the filesystem's extra (e.g. yamnet-beam[gcp]).") from e
     if out.fs.isfile(out.root):
         raise OptionsError(f"--output {output} is a file; pass a directory.")
+    Lease(out, "run").check()  # a live job's output: refused before anything else is looked at
     existing = out.has_results()
     if existing and mode == "error":
         raise OptionsError(
@@ -117,6 +120,18 @@ def _check_output_path(output: str | None, mode: str) -> OutputDir:
             "or pass --mode resume to add what is missing, or --mode overwrite to replace them."
         )
     return out
+
+
+def take_lease(out: OutputDir, command: str, take_over_stale: bool) -> Lease:
+    """The output's lease for this job (:mod:`yamnet_beam.table.lease`), before anything is written into it."""
+    lease = Lease(out, command)
+    try:
+        lease.acquire(take_over_stale)
+    except OSError as e:
+        raise OptionsError(
+            f"--output {out.uri} is not writable ({type(e).__name__}: {e}); choose another directory."
+        ) from e
+    return lease
 
 
 def _check_writable(out: OutputDir) -> None:
@@ -130,20 +145,6 @@ def _check_writable(out: OutputDir) -> None:
         raise OptionsError(
             f"--output {out.uri} is not writable ({type(e).__name__}: {e}); choose another directory."
         ) from e
-
-
-def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
-    """--class_map, else $YAMNET_BEAM_CLASS_MAP, else the file beside the model, else the default places."""
-    if explicit:
-        return absolute_uri(explicit)
-    env = os.environ.get(CLASS_MAP_ENV, "").strip()
-    if env:
-        return env
-    fs, path = fsspec.core.url_to_fs(model_uri)
-    sibling = path.rsplit("/", 1)[0] + "/yamnet_class_map.csv"
-    if fs.exists(sibling):
-        return fs.unstrip_protocol(sibling) if "://" in model_uri else sibling
-    return default_class_map_uri()
 
 
 def _check_numbers(opts: YamnetOptions) -> int:
@@ -178,7 +179,7 @@ def _check_head(head_dir: str | None, model: ModelInfo):
     """``--head``: loaded (integrity checked) and refused if trained on another model, before any work."""
     if not head_dir:
         return None
-    from yamnet_beam.customize.head import check_model, load_head
+    from yamnet_beam.model.head import check_model, load_head
 
     head = load_head(absolute_uri(head_dir))
     check_model(head, model.sha256, f"--model {model.uri}")
@@ -198,7 +199,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         inference = "per_frame" if opts.inference == "per_frame" else inference_path(model_bytes, hop)
     except ModelError as e:
         raise ModelError(f"--model {model_uri}: {e}") from e
-    labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
+    labels = resolve_labels(model, resolve_class_map(opts.class_map, model_uri))
     max_duration = opts.max_duration_s or None
     fp_params = {
         "model_sha256": model.sha256,
@@ -336,7 +337,7 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "wall_s": summary.wall_s,
     }
-    with out.fs.open(f"{out.root}/manifest.json", "w") as f:
+    with out.fs.open(out.path(MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True, default=str)
 
 
@@ -406,6 +407,18 @@ def run(
     opts = options.view_as(YamnetOptions)
     plan = plan_run(opts)
     out = OutputDir(plan.output)
+    with take_lease(out, "run", take_over_stale=opts.mode != "error"):
+        return _run_holding_lease(plan, opts, options, out, test_pipeline, model_loader)
+
+
+def _run_holding_lease(
+    plan: RunPlan,
+    opts: YamnetOptions,
+    options: PipelineOptions,
+    out: OutputDir,
+    test_pipeline: beam.Pipeline | None,
+    model_loader: ModelLoader | None,
+) -> RunSummary:
     if opts.mode == "overwrite":
         out.clear()
     _check_writable(out)
@@ -431,7 +444,7 @@ def run(
         p.run().wait_until_finish()
     wall_s = time.perf_counter() - t0
     out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
-    write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
+    write_labels_csv(plan.labels, out.child_uri(LABELS_CSV))
     summary, parts = read_summary(plan, wall_s)
     _write_manifest(plan, opts, summary, started, parts)
     print(summary.format())

@@ -23,7 +23,6 @@ import apache_beam as beam
 import fsspec
 from apache_beam.metrics import Metrics
 
-from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import with_identity
 from yamnet_beam.job.listing import (
     FANOUT_LEVELS,
@@ -37,7 +36,10 @@ from yamnet_beam.job.listing import (
     list_prefix,
     read_range,
 )
-from yamnet_beam.job.parts import MIN_PARTS, RESUME_COLUMNS, OutputDir, Part, bucket_of, cut_bucket, is_done, part_shape
+from yamnet_beam.job.parts import MIN_PARTS, RESUME_COLUMNS, Part, bucket_of, cut_bucket, is_done, part_shape
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import RUNS_DIR
+from yamnet_beam.table.output import OutputDir
 from yamnet_beam.uris import display_path
 
 NAMESPACE = "yamnet_beam"
@@ -48,7 +50,7 @@ SKIPPED_TAG, SUPERSEDED_TAG = "skipped", "superseded"
 
 def run_dir(output: str, run_id: str) -> str:
     """``OUTPUT/_runs/<run_id>``: where a run's job leaves its plan and summary for the launcher."""
-    return f"{output.rstrip('/')}/{schema.RUNS_DIR}/{run_id}"
+    return f"{output.rstrip('/')}/{RUNS_DIR}/{run_id}"
 
 
 def _write_json(uri: str, value: Any) -> None:

@@ -23,10 +23,11 @@ from apache_beam.metrics import Metrics
 
 from yamnet_beam import framing
 from yamnet_beam.audio import AudioDecodeError, AudioInfo, open_audio, segment_quantum
-from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile, with_identity
-from yamnet_beam.job.parts import Part, PartWriter, Segment, long_file_part_id
+from yamnet_beam.job.parts import Part, Segment, long_file_part_id
 from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
+from yamnet_beam.table import schema
+from yamnet_beam.table.parts import PartWriter
 from yamnet_beam.uris import display_path
 
 _LOG = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def _load_head(settings: EmbedSettings):
     """The head of ``run --head`` (None without one); its bytes must be those the launcher checked."""
     if not settings.head_uri:
         return None
-    from yamnet_beam.customize.head import load_head
+    from yamnet_beam.model.head import load_head
 
     return load_head(settings.head_uri, expected_sha256=settings.head_sha256)
 
