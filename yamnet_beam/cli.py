@@ -250,12 +250,15 @@ def _add_customize_parsers(sub) -> None:
     export.add_argument("-o", "--out", dest="dest", required=True, help=".tflite file to write")
     export.add_argument("--custom_only", action="store_true", help="only the custom scores as output")
     export.add_argument("--model", help="the YAMNet .tflite the head was trained on (default: the default model)")
-    export.add_argument("--class_map", help="YAMNet class map CSV (default: beside the model)")
+    export.add_argument(
+        "--class_map", help="YAMNet class map CSV (default: $YAMNET_BEAM_CLASS_MAP, then beside the model)"
+    )
 
 
 def _cmd_customize(args: argparse.Namespace, beam_args: Sequence[str] = ()) -> int:
     if args.command == "train":
-        from yamnet_beam.customize.train import format_metrics, train
+        from yamnet_beam.customize.metrics import format_metrics
+        from yamnet_beam.customize.train import train
 
         head = train(
             args.output,

@@ -18,8 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from yamnet_beam.cli import main
 from yamnet_beam.customize.export import YAMNET_LABELS_FILE
+from yamnet_beam.job.checks import plan_run
 from yamnet_beam.job.options import YamnetOptions
-from yamnet_beam.job.pipeline import plan_run
 
 
 def _renamed(src: Path, dest: Path, prefix: str) -> Path:

@@ -166,7 +166,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
 ):
     """A file deleted after the workers listed it (with its size) and a manifest entry that never existed:
     each gets exactly one io_error row; the summary counts them."""
-    from yamnet_beam.job import planning
+    from yamnet_beam.job import form_parts
 
     d = tmp_path / "audio"
     d.mkdir()
@@ -174,7 +174,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
         shutil.copy(fixtures_dir / "tone_1khz_16k.wav", d / name)
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"{d / 'stays.wav'}\n{tmp_path / 'never-there.wav'}\n")
-    real_cut = planning.cut_bucket
+    real_cut = form_parts.cut_bucket
 
     def cut_then_delete(items, *args, **kwargs):  # runs after listing, before any decoding
         items = list(items)
@@ -184,7 +184,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
             (d / "vanishes.wav").unlink(missing_ok=True)
         return real_cut(items, *args, **kwargs)
 
-    monkeypatch.setattr(planning, "cut_bucket", cut_then_delete)
+    monkeypatch.setattr(form_parts, "cut_bucket", cut_then_delete)
     out = tmp_path / "out"
     s = run(["--input", str(d), "--input", str(manifest), "--output", str(out), *model_args])
     rows = pq.read_table(out / "files").to_pylist()
@@ -472,8 +472,8 @@ def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_di
 
 
 def test_workers_refuse_a_model_that_changed(model_path, tmp_path):
-    from yamnet_beam.job.transforms import ModelLoader
     from yamnet_beam.model import ModelError
+    from yamnet_beam.model.loader import ModelLoader
 
     assert ModelLoader(str(model_path), expected_sha256=None).load() is not None
     with pytest.raises(ModelError, match="changed since the job started"):

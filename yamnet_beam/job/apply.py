@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from yamnet_beam.job.checks import take_lease
 from yamnet_beam.job.options import OptionsError
-from yamnet_beam.job.pipeline import take_lease
 from yamnet_beam.model.head import check_model, load_head
 from yamnet_beam.table import schema
 from yamnet_beam.table.lease import Lease

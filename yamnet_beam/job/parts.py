@@ -4,7 +4,7 @@ Inputs are grouped into *parts* of a few files each, written and committed toget
 (:mod:`yamnet_beam.table.parts`). Part ids hash the part's inputs (path, size, mtime, etag) and the
 parameter fingerprint, so a retried part rewrites the same two files (idempotent), and a run killed at any
 moment loses at most the parts in flight: ``--mode resume`` skips every input already committed
-(:func:`is_done`) with the same identity and fingerprint. No Beam import: the logic is unit-tested alone.
+(:func:`is_done`) with the same identity and fingerprint. No pipeline code: the logic is unit-tested alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from yamnet_beam.job.inputs import InputFile
+from yamnet_beam.job.options import PART_FILES, PART_MB
 from yamnet_beam.table.layout import SEGMENT_MARK
 from yamnet_beam.table.schema import STATUS_OK
 
@@ -70,7 +71,11 @@ MIN_PARTS = 16  # small inputs are still cut into this many parts, so every work
 
 
 def plan_parts(
-    inputs: Iterable[InputFile], fp: str, max_files: int = 64, max_bytes: int = 64 << 20, min_parts: int = MIN_PARTS
+    inputs: Iterable[InputFile],
+    fp: str,
+    max_files: int = PART_FILES,
+    max_bytes: int = int(PART_MB * (1 << 20)),
+    min_parts: int = MIN_PARTS,
 ) -> list[Part]:
     """Groups inputs in order into parts of at most ``max_files`` files and about ``max_bytes`` of input.
 

@@ -18,6 +18,8 @@ CLIPS_DIR = "clips"  # OUTPUT/clips/: the clip table (``yamnet-beam pool``)
 SIMILAR_CACHE_DIR = "_similar_cache"  # decoded embeddings for ``query similar`` (local outputs)
 TMP_DIR = "_tmp"
 RUNS_DIR = "_runs"  # _runs/<run_id>/plan.json and summary.json: what each run planned and did, written by the job
+PLAN_FILE = "plan.json"
+SUMMARY_FILE = "summary.json"
 MANIFEST = "manifest.json"  # the last run's parameters, counts and times
 LABELS_CSV = "labels.csv"  # the class names the run's scores are in
 LEASE = "_lease.json"  # the job holding the output (host, pid, start); see yamnet_beam.table.lease
@@ -29,6 +31,11 @@ OWNED = (FRAMES_DIR, FILES_DIR, HEADS_DIR, CLIPS_DIR, SIMILAR_CACHE_DIR, TMP_DIR
 PREFIX = "part-"
 SUFFIX = ".parquet"
 SEGMENT_MARK = "-s"  # frames/part-<id>-s00003.parquet: segment 3 of the long file committed by files/part-<id>
+
+
+def run_dir(output: str, run_id: str) -> str:
+    """``OUTPUT/_runs/<run_id>``: where a run's job leaves its plan and summary for the launcher."""
+    return f"{output.rstrip('/')}/{RUNS_DIR}/{run_id}"
 
 
 def part_name(directory: str, part_id: str) -> str:

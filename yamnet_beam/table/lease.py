@@ -92,7 +92,7 @@ class Lease:
         """The lease's holder as stored, or None when there is no (readable) lease."""
         try:
             raw = self.out.fs.cat_file(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no lease; or no directory to hold one
             return None
         return Holder.parse(raw)
 

@@ -235,6 +235,26 @@ class OutputDir:
         return changed
 
 
+def write_json(uri: str, value: Any) -> None:
+    """Temp file then rename, so a reader never sees half a file and a retried bundle just rewrites it."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with fs.open(tmp, "w") as f:
+        json.dump(value, f, sort_keys=True)
+    fs.mv(tmp, path)
+
+
+def read_json(uri: str) -> Any | None:
+    """The JSON at ``uri``, or None when it is not there (yet)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
 def glob_regex(glob: str) -> str:
     """A shell glob as an anchored RE2 regex (``*`` also crosses ``/``, as in DuckDB's GLOB)."""
     out, i = [], 0
