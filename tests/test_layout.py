@@ -21,7 +21,7 @@ HEAVY = ("apache_beam", "duckdb", "matplotlib")
 # The layers, bottom first: a stage may import any stage of a lower layer, none of its own or a higher one.
 # (README's Development tree repeats this.) cli and demo stand on top of them all.
 LAYERS = (
-    ("errors", "framing", "uris"),  # foundations: no I/O of their own
+    ("errors", "framing", "uris", "versions"),  # foundations: no I/O of their own (versions: package metadata)
     ("audio", "model"),  # audio files to samples; the model and its heads (no Beam)
     ("table",),  # the output directory every stage shares: schemas, layout, commits, lease
     ("job", "analysis"),  # writing an output (Beam); reading one (DuckDB)
@@ -80,7 +80,14 @@ def test_the_layout_rules_see_every_stage() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["yamnet_beam.audio", "yamnet_beam.model", "yamnet_beam.framing", "yamnet_beam.uris", "yamnet_beam.table"],
+    [
+        "yamnet_beam.audio",
+        "yamnet_beam.model",
+        "yamnet_beam.framing",
+        "yamnet_beam.uris",
+        "yamnet_beam.versions",
+        "yamnet_beam.table",
+    ],
 )
 def test_notebook_layers_import_no_beam_duckdb_or_matplotlib(module: str) -> None:
     """Importing a notebook layer (and every module in it) in a fresh interpreter loads none of the heavy stacks."""

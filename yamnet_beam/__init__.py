@@ -5,6 +5,7 @@ The tree follows the data, and nothing imports upward:
 - :mod:`.framing` (YAMNet's framing arithmetic) and :mod:`.uris` (paths and URLs): no I/O of their own;
 - :mod:`.audio`: files and URLs to 16 kHz mono blocks (no Beam);
 - :mod:`.errors`: :class:`~yamnet_beam.errors.UserError`, the base of every error a user can mend;
+  :mod:`.versions`: the installed versions launcher and workers must share;
 - :mod:`.model`: the TFLite model, its labels, heads and download; frames to scores and embeddings (no Beam);
 - :mod:`.table`: the output directory every stage shares: schemas, layout, atomic commits, the lease;
 - :mod:`.job`: the Beam pipeline that writes an output (audio + model, adapted to Beam);

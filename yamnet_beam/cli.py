@@ -94,6 +94,18 @@ def _cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_version() -> int:
+    from yamnet_beam.model.download import default_model_uri
+    from yamnet_beam.versions import describe
+
+    try:
+        model = default_model_uri()
+    except ModelError:
+        model = "not found (yamnet-beam download-model, or set YAMNET_BEAM_MODEL)"
+    print(describe(model))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -108,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_download_parser(sub)
     _add_downstream_parsers(sub)
     _add_customize_parsers(sub)
+    sub.add_parser("version", help="print the versions a bug report needs (package, Beam, LiteRT, model, extras)")
 
+    if argv[:1] in (["--version"], ["-V"]):
+        argv = ["version"]
     if argv[:1] == ["run"]:
         return _guard(lambda: _cmd_run(argv[1:]))
     args, rest = parser.parse_known_args(argv)
@@ -120,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guard(lambda: _cmd_downstream(args))
     if args.command in ("train", "apply", "export"):
         return _guard(lambda: _cmd_customize(args, rest))
+    if args.command == "version":
+        return _cmd_version()
     return _guard(lambda: main_download(args))
 
 

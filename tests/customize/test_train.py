@@ -93,7 +93,8 @@ def test_thresholds_reproduce_the_stated_precision_and_recall(metrics, independe
     for k, c in enumerate(classes):
         cal = metrics["calibration"][c]
         assert head.thresholds[k] == cal["threshold"]
-        pred = scores[:, k] >= cal["threshold"]
+        # As the product applies it: to float32 scores (head_scores is float32), at a float32 threshold.
+        pred = scores[:, k].astype(np.float32) >= np.float32(cal["threshold"])
         assert precision_score(truth == k, pred) == pytest.approx(cal["precision"], abs=1e-9)
         assert recall_score(truth == k, pred) == pytest.approx(cal["recall"], abs=1e-9)
 

@@ -4,7 +4,8 @@ The job server jar comes from ``.ci/runner-tools``: Beam's own ``beam-runners-fl
 when the registry serves it at the SDK's version, else one assembled from ``beam-runners-flink-1.19:2.62.0``
 (see the script and the README for why). Two environments: LOOPBACK (the SDK harness runs in the submitting
 process) and PROCESS (Flink starts Beam's Python boot program per worker, which installs the ``--setup_file``
-sdist staged with the job into a fresh venv: how TaskManagers without Docker run Python).
+sdist staged with the job into a fresh venv: how TaskManagers without Docker run Python). The venv is built on
+this interpreter's packages (``.ci/flink-cluster python-boot``), so the test passes from a virtualenv too.
 """
 
 import json
@@ -12,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.support.runners import REPO, assert_same_rows, beam_version, cached_tool, run_cli
+from tests.support.runners import REPO, assert_same_rows, beam_version, cached_tool, python_boot, run_cli
 
 pytestmark = pytest.mark.runners
 
@@ -39,7 +40,8 @@ def test_flink_loopback_matches_direct(flink_args, job_args, direct_output, tmp_
 
 
 def test_flink_process_workers_install_staged_package(flink_args, job_args, direct_output, tmp_path):
-    boot = cached_tool(f"python-boot-{beam_version()}/boot")
+    cached_tool(f"python-boot-{beam_version()}/boot")
+    boot = python_boot(tmp_path)
     out = tmp_path / "out"
     run_cli(
         [

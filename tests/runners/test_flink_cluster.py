@@ -74,7 +74,12 @@ class Cluster:
 
     def _script(self, *args: str, timeout: float = 120) -> str:
         proc = subprocess.run(
-            ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            ["bash", str(SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHON": sys.executable},  # PROCESS workers get this interpreter's packages
         )
         if proc.returncode != 0:
             pytest.fail(

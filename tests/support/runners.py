@@ -35,6 +35,23 @@ def beam_version() -> str:
     return apache_beam.__version__
 
 
+def python_boot(directory: Path) -> Path:
+    """``directory/python-boot``: Beam's boot program for PROCESS workers, in venvs built on this interpreter's
+    packages (``.ci/flink-cluster python-boot``), so the runner tests pass from a virtualenv as from the base one."""
+    proc = subprocess.run(
+        ["bash", str(REPO / ".ci" / "flink-cluster"), "python-boot", str(directory)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    boot = directory / "python-boot"
+    if proc.returncode != 0 or not boot.is_file():
+        pytest.fail(f"flink-cluster python-boot exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return boot
+
+
 def cli(python: str | Path = sys.executable) -> str:
     """The ``yamnet-beam`` console script of an interpreter's environment (what the README tells users to run)."""
     script = Path(python).parent / "yamnet-beam"

@@ -17,12 +17,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from yamnet_beam.job.checks import take_lease
 from yamnet_beam.job.options import OptionsError
+from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.model.head import check_model, load_head
 from yamnet_beam.table import schema
 from yamnet_beam.table.lease import Lease
 from yamnet_beam.table.output import OutputDir
 from yamnet_beam.table.parts import parquet_options
 from yamnet_beam.uris import absolute_uri
+from yamnet_beam.versions import check_worker, installed
 
 COLUMNS = ["path", "frame", "start_s", "end_s", "embedding"]
 
@@ -30,11 +32,15 @@ COLUMNS = ["path", "frame", "start_s", "end_s", "embedding"]
 class _ApplyHeadFn(beam.DoFn):
     """One frames part in, its heads part written (via a temporary name, then moved into place)."""
 
-    def __init__(self, head_uri: str, head_sha256: str, dest: str, heads_schema: pa.Schema):
+    def __init__(
+        self, head_uri: str, head_sha256: str, dest: str, heads_schema: pa.Schema, versions: tuple[tuple[str, str], ...]
+    ):
         self._head_uri, self._head_sha256 = head_uri, head_sha256
         self._dest, self._schema = dest, heads_schema
+        self._versions = versions  # the launcher's: a worker on others fails before writing
 
     def setup(self):
+        check_worker(dict(self._versions))
         self._head = load_head(self._head_uri, expected_sha256=self._head_sha256)
 
     def process(self, frames_part: str) -> Iterator[int]:
@@ -58,6 +64,9 @@ class _ApplyHeadFn(beam.DoFn):
 
 def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) -> str:
     """Writes ``OUTPUT/heads/<name>/`` (replacing an earlier application of the same head); returns its URI."""
+    options = PipelineOptions(list(argv or []))
+    pins = installed()
+    pin_worker_versions(options, pins)  # a conflicting --requirements_file fails here, before anything changes
     out = OutputDir(absolute_uri(output))
     head_uri = absolute_uri(head_dir)
     head = load_head(head_uri)
@@ -83,11 +92,12 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None) ->
         heads_schema = schema.heads_schema(head.num_classes, metadata)
         uris = [out.fs.unstrip_protocol(p) if "://" in out.uri else p for p in frames]
         dest_uri = out.fs.unstrip_protocol(dest) if "://" in out.uri else dest
-        with beam.Pipeline(options=PipelineOptions(list(argv or []))) as p:
+        score = _ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema, tuple(pins.items()))
+        with beam.Pipeline(options=options) as p:
             _ = (
                 p
                 | "FramesParts" >> beam.Create(sorted(uris))
                 | "Spread" >> beam.Reshuffle()
-                | "ScoreEmbeddings" >> beam.ParDo(_ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema))
+                | "ScoreEmbeddings" >> beam.ParDo(score)
             )
     return dest_uri

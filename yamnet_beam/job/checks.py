@@ -28,6 +28,7 @@ from yamnet_beam.table.layout import TMP_DIR
 from yamnet_beam.table.lease import Lease
 from yamnet_beam.table.output import OutputDir
 from yamnet_beam.uris import absolute_uri
+from yamnet_beam.versions import installed
 
 _LOG = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
     if head is not None:
         fp_params["head_sha256"] = head.sha256  # other head, other frames: resume re-processes them
     fp = fingerprint(fp_params)
+    versions = installed()
     settings = EmbedSettings(
         hop_samples=hop,
         block_seconds=opts.block_seconds,
@@ -169,6 +171,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         fingerprint=fp,
         head_uri=absolute_uri(opts.head) if head is not None else None,
         head_sha256=head.sha256 if head is not None else None,
+        versions=tuple(versions.items()),
     )
     metadata = {
         **fp_params,
@@ -179,6 +182,7 @@ def plan_run(opts: YamnetOptions) -> RunPlan:
         "labels_source": labels.source,
         "yamnet_beam_version": yamnet_beam.__version__,
         "beam_version": beam.__version__,
+        "versions": versions,
         **({"head_uri": absolute_uri(opts.head), "head_name": head.name, "head_classes": head.classes} if head else {}),
     }
     return RunPlan(out.uri, specs, uuid.uuid4().hex, model, labels, settings, metadata)

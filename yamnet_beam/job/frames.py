@@ -29,6 +29,7 @@ from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, 
 from yamnet_beam.model.loader import FrameModel, ModelLoader
 from yamnet_beam.table import schema
 from yamnet_beam.table.parts import ROW_GROUP_ROWS, PartWriter
+from yamnet_beam.versions import check_worker
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "yamnet_beam"
@@ -48,6 +49,10 @@ class EmbedSettings:
     fingerprint: str = ""
     head_uri: str | None = None  # run --head: a trained head's directory, checked by the launcher
     head_sha256: str | None = None
+    # The launcher's (distribution, version) pairs of versions.PINNED: a worker on others fails its first bundle.
+    versions: tuple[tuple[str, str], ...] = ()
+    # The launcher's (distribution, version) pairs of versions.PINNED: a worker on others fails its first bundle.
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 SEGMENTS_TAG = "segments"
@@ -113,6 +118,7 @@ class _OutputFn(beam.DoFn):
         self._settings = settings
 
     def setup(self):
+        check_worker(dict(self._settings.versions))
         self._files_ok = Metrics.counter(METRICS_NAMESPACE, "files_ok")
         self._files_error = Metrics.counter(METRICS_NAMESPACE, "files_error")
         self._frames = Metrics.counter(METRICS_NAMESPACE, "frames")

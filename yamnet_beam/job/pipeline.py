@@ -28,6 +28,7 @@ from yamnet_beam.job.list_inputs import ListInputs
 from yamnet_beam.job.options import YamnetOptions
 from yamnet_beam.job.progress import Progress
 from yamnet_beam.job.resume import DropSupersededRows, ResolveResume
+from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.job.summary import RunSummary, SummarizeRun, read_summary
 from yamnet_beam.model.labels import write_labels_csv
 from yamnet_beam.model.loader import ModelLoader
@@ -127,6 +128,7 @@ def run(
     options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
     opts = options.view_as(YamnetOptions)
     plan = plan_run(opts)
+    pin_worker_versions(options, dict(plan.settings.versions))
     out = OutputDir(plan.output)
     with take_lease(out, "run", take_over_stale=opts.mode != "error"):
         return _run_holding_lease(plan, opts, options, out, test_pipeline, model_loader)
