@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from yamnet_beam.analysis.output import open_output
-from yamnet_beam.customize.train import Fitted, clip_metrics, file_folds, load_labelled
+from yamnet_beam.customize.metrics import clip_metrics
+from yamnet_beam.customize.train import Fitted, file_folds, load_labelled
 from yamnet_beam.demo import make_labelled_audio
 from yamnet_beam.job.pipeline import run
 

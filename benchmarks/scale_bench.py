@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.procs import peak_rss_mb
+from bench.scale_report import compare_table, fmt_row, table
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SHARED = Path(os.environ.get("YAMNET_BEAM_SHARED", "/work/shared"))
@@ -47,14 +49,6 @@ _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 class _LauncherOnly(BaseException):
     """Raised from the patched Pipeline.run to stop after the launcher's work (not an Exception: nothing catches it)."""
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS (``VmHWM``): unlike ``ru_maxrss``, not inherited from the parent at fork/exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(spec_path: str) -> int:
@@ -79,7 +73,7 @@ def _child(spec_path: str) -> int:
 
     def measured_run(self, *args, **kwargs):
         t_entry = time.perf_counter()
-        rss_entry = _peak_rss_mb()
+        rss_entry = peak_rss_mb()
         proto = self.to_runner_api().SerializeToString()
         t_proto = time.perf_counter()
         run_rec = {
@@ -87,7 +81,7 @@ def _child(spec_path: str) -> int:
             "proto_s": t_proto - t_entry,
             "proto_bytes": len(proto),
             "rss_at_run_mb": rss_entry,
-            "rss_after_proto_mb": _peak_rss_mb(),
+            "rss_after_proto_mb": peak_rss_mb(),
         }
         del proto
         rec["runs"].append(run_rec)
@@ -105,7 +99,7 @@ def _child(spec_path: str) -> int:
     except _LauncherOnly:
         rec["exit_code"] = None
     rec["total_s"] = time.perf_counter() - t0
-    rec["peak_rss_mb"] = _peak_rss_mb()
+    rec["peak_rss_mb"] = peak_rss_mb()
     Path(spec["result"]).write_text(json.dumps(rec))
     return 0
 
@@ -220,98 +214,28 @@ def bench_case(
     rows = []
     rec = _run_child(work, argv, launcher_only=True, timeout_s=timeout_s)
     rows.append({"case": name, "n": len(expected), "what": "launcher", **rec})
-    print(_fmt(rows[-1]), flush=True)
+    print(fmt_row(rows[-1]), flush=True)
     if e2e:
         shutil.rmtree(out, ignore_errors=True)
         rec = _run_child(work, argv, launcher_only=False, timeout_s=timeout_s)
         if "timeout_s" not in rec:
             rec["accounting"] = _account(out, expected)
         rows.append({"case": name, "n": len(expected), "what": "end to end", **rec})
-        print(_fmt(rows[-1]), flush=True)
+        print(fmt_row(rows[-1]), flush=True)
         rec = _run_child(work, [*argv, "--mode", "resume"], launcher_only=True, timeout_s=resume_timeout_s)
         rows.append({"case": name, "n": len(expected), "what": "resume launcher", **rec})
-        print(_fmt(rows[-1]), flush=True)
+        print(fmt_row(rows[-1]), flush=True)
     shutil.rmtree(out, ignore_errors=True)
     return rows
-
-
-def _launcher_s(rec: dict[str, Any]) -> float:
-    """Until the job is handed to the runner; a run with nothing to do never hands one over."""
-    if "timeout_s" in rec:
-        return float("inf")
-    if rec["runs"]:
-        return rec["runs"][0]["plan_s"] + rec["runs"][0]["proto_s"]
-    return rec["total_s"]
-
-
-def _fmt(r: dict[str, Any]) -> str:
-    run = r["runs"][0] if r["runs"] else {}
-    s = f"{r['case']:>14} {r['what']:>15}: launcher {_launcher_s(r):7.2f} s"
-    if "timeout_s" in r:
-        s += f" (killed after {r['timeout_s']:.0f} s)"
-    elif run:
-        s += f" (plan {run['plan_s']:.2f} + proto {run['proto_s']:.2f}), proto {run['proto_bytes'] / 1e6:.2f} MB"
-        s += f", RSS {run['rss_after_proto_mb']:.0f} MB"
-    else:
-        s += " (no job launched)"
-    if "job_s" in run:
-        s += f"; job {run['job_s']:.1f} s, total {r['total_s']:.1f} s"
-    if "accounting" in r:
-        a = r["accounting"]
-        s += f"; rows {a['rows']}/{r['n']} distinct {a['distinct']} {'OK' if a['ok'] else 'MISMATCH'}"
-    return s
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| case | N | what | launcher s (plan + proto) | proto MB | launcher peak RSS MB | job s | "
-        "end to end s | e2e s per 100 k | process peak RSS MB (e2e) | files/ rows |\n"
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
-    )
-    lines = []
-    for r in rows:
-        run = r["runs"][0] if r["runs"] else None
-        cells = [r["case"], f"{r['n']:,}", r["what"]]
-        if run:
-            cells += [
-                f"{_launcher_s(r):.2f} ({run['plan_s']:.2f} + {run['proto_s']:.2f})",
-                f"{run['proto_bytes'] / 1e6:.2f}",
-                f"{run['rss_after_proto_mb']:.0f}",
-            ]
-        elif "timeout_s" in r:
-            cells += [f"> {r['timeout_s']:.0f} (killed: timeout)", "-", "-"]
-        else:
-            cells += [f"{_launcher_s(r):.2f} (whole run: nothing to do, no job)", "-", f"{r['peak_rss_mb']:.0f}"]
-        if run and "job_s" in run:
-            cells += [
-                f"{run['job_s']:.1f}",
-                f"{r['total_s']:.1f}",
-                f"{r['total_s'] * 1e5 / r['n']:.1f}",
-                f"{r['peak_rss_mb']:.0f}",
-            ]
-        else:
-            cells += ["", "", "", ""]
-        acc = r.get("accounting")
-        cells.append(
-            f"{acc['rows']:,} rows, {acc['distinct']:,} distinct, {'all accounted' if acc['ok'] else 'MISMATCH'}"
-            if acc
-            else ""
-        )
-        lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def _one(work: Path, label: str, code: Path, argv: list[str], what: str, timeout_s: float) -> dict[str, Any]:
     load = os.getloadavg()[0]
     rec = _run_child(work, argv, launcher_only=what != "end to end", timeout_s=timeout_s, code=code)
     rec["load_before"] = load
-    print(f"    {label:>4} {what:>15}: {_fmt({'case': '', 'what': '', 'n': 0, **rec}).split(': ', 1)[1]}", flush=True)
+    print(
+        f"    {label:>4} {what:>15}: {fmt_row({'case': '', 'what': '', 'n': 0, **rec}).split(': ', 1)[1]}", flush=True
+    )
     return rec
 
 
@@ -356,68 +280,6 @@ def compare(
                     shutil.rmtree(out, ignore_errors=True)
         rows.append(rec)
     return rows
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Medians over repeats of launcher s, proto MB, launcher RSS, e2e s, process peak RSS."""
-    done = [r for r in runs if "timeout_s" not in r]
-    if not done:
-        return {"launcher_s": float("inf")}
-    out = {"launcher_s": _median([_launcher_s(r) for r in done]), "total_s": _median([r["total_s"] for r in done])}
-    if all(r["runs"] for r in done):
-        out["proto_mb"] = _median([r["runs"][0]["proto_bytes"] / 1e6 for r in done])
-        out["launcher_rss_mb"] = _median([r["runs"][0]["rss_after_proto_mb"] for r in done])
-    out["peak_rss_mb"] = _median([r["peak_rss_mb"] for r in done])
-    if all("accounting" in r for r in done):
-        out["all_accounted"] = all(r["accounting"]["ok"] for r in done)
-    return out
-
-
-def compare_table(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| case | N | launcher s base | new | proto MB base | new | launcher RSS MB base | new | "
-        "resume launcher s base | new | e2e s per 100 k base | new | new / base (pairs) | "
-        "peak RSS MB e2e base | new | every input one row |\n"
-        "| --- | ---: " + "| ---: " * 10 + "| --- | ---: | ---: | --- |\n"
-    )
-    lines = []
-    for r in rows:
-        n = r["n"]
-        b, w = ({k: _summary(v) for k, v in r[label].items()} for label in ("base", "new"))
-
-        def cell(d, what, key, fmt="{:.2f}"):
-            v = d.get(what, {}).get(key)
-            return "" if v is None else ("timeout" if v == float("inf") else fmt.format(v))
-
-        e2e = [
-            (x["total_s"] / y["total_s"])
-            for x, y in zip(r["new"].get("end to end", []), r["base"].get("end to end", []), strict=True)
-        ]
-        per100k = "{:.0f}"
-        cells = [
-            r["case"],
-            f"{n:,}",
-            cell(b, "launcher", "launcher_s"),
-            cell(w, "launcher", "launcher_s"),
-            cell(b, "launcher", "proto_mb"),
-            cell(w, "launcher", "proto_mb"),
-            cell(b, "launcher", "launcher_rss_mb", "{:.0f}"),
-            cell(w, "launcher", "launcher_rss_mb", "{:.0f}"),
-            cell(b, "resume launcher", "launcher_s"),
-            cell(w, "resume launcher", "launcher_s"),
-            per100k.format(b["end to end"]["total_s"] * 1e5 / n) if "end to end" in b else "",
-            per100k.format(w["end to end"]["total_s"] * 1e5 / n) if "end to end" in w else "",
-            f"{_median(e2e):.2f} ({', '.join(f'{x:.2f}' for x in e2e)})" if e2e else "",
-            cell(b, "end to end", "peak_rss_mb", "{:.0f}"),
-            cell(w, "end to end", "peak_rss_mb", "{:.0f}"),
-            {True: "yes", False: "NO", None: ""}[
-                None
-                if "end to end" not in w
-                else (w["end to end"].get("all_accounted") and b["end to end"].get("all_accounted"))
-            ],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
 
 
 def main() -> int:

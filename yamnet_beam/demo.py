@@ -160,17 +160,19 @@ def fix_ogg_serial(data: bytes, serial: int = 0x59414D4E) -> bytes:
 def clip_top_labels(output_dir: str | Path) -> list[tuple[str, str, float]]:
     """(file name, top class, mean score) per file of a finished run: mean-pooled frame scores.
 
-    Reads ``frames/`` and ``labels.csv`` with pyarrow only, so the demo shows its result without
-    extra dependencies (``yamnet-beam query`` style tools use DuckDB instead).
+    Reads the committed ``frames/`` parts and ``labels.csv`` with pyarrow only, so the demo shows its result
+    without extra dependencies (``yamnet-beam query`` style tools use DuckDB instead).
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    out = Path(output_dir)
-    names = pacsv.read_csv(out / "labels.csv").column("display_name").to_pylist()
-    table = pq.read_table(out / "frames", columns=["path", "scores"])
+    from yamnet_beam.table.output import OutputDir
+    from yamnet_beam.table.schema import list_matrix
+
+    out = OutputDir(str(output_dir))
+    names = out.labels.names
+    table = pa.concat_tables(out.read_parts(out.frame_files, ["path", "scores"]))
     paths = np.asarray(table.column("path").to_pylist(), dtype=object)
-    scores = table.column("scores").combine_chunks().flatten().to_numpy().reshape(len(paths), -1)
+    scores = list_matrix(table.column("scores"))
     rows = []
     for path in sorted(set(paths)):
         mean = scores[paths == path].mean(axis=0)

@@ -16,7 +16,8 @@ from yamnet_beam import framing
 from yamnet_beam.analysis import output, query, similar
 from yamnet_beam.analysis import pool as pool_mod
 from yamnet_beam.cli import main
-from yamnet_beam.job import schema
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import glob_regex
 
 SR = 16000
 LEAD_S, GAP_S, TONE_S, TAIL_S = 3.0, 4.0, 5.0, 3.0
@@ -331,7 +332,7 @@ def test_glob_regex_matches_like_duckdb():
     for glob in ["*.wav", "/a/*", "/a/?.wav", "*[1]*", "/a/[bc]*"]:
         sql = "SELECT p FROM unnest($c) t(p) WHERE p GLOB $g"
         duck = [r[0] for r in duckdb.execute(sql, {"c": cases, "g": glob}).fetchall()]
-        ours = [c for c in cases if re.match(output.glob_regex(glob), c)]
+        ours = [c for c in cases if re.match(glob_regex(glob), c)]
         assert ours == duck, glob
 
 

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from yamnet_beam.customize.head import load_head
 from yamnet_beam.customize.train import train
 from yamnet_beam.demo import make_labelled_audio
 from yamnet_beam.job.pipeline import run
+from yamnet_beam.model.head import load_head
 
 HOP = "0.975"
 SPEECH = ["speech_16k_float32.wav", "speech_22k_mono.wav"]

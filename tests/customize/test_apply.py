@@ -15,8 +15,10 @@ import soundfile as sf
 
 from tests.customize.conftest import HOP
 from yamnet_beam.cli import main
-from yamnet_beam.job import schema
 from yamnet_beam.job.pipeline import run
+from yamnet_beam.table import schema
+from yamnet_beam.table.lease import Lease
+from yamnet_beam.table.output import OutputDir
 
 REPO = Path(__file__).resolve().parents[2]
 COLS = ["path", "frame", "start_s", "end_s", "head_scores", "head_top_label", "head_top_score", "head_labels"]
@@ -81,3 +83,16 @@ def test_ctrl_c_during_apply_says_what_was_scored_and_leaves_no_temporary_part(t
     assert scored < 150 and not list(dest.glob("_tmp-*"))
     assert main(["apply", str(out), "--head", str(head_dir), "--mode", "overwrite"]) == 0
     assert len(list(dest.glob("part-*.parquet"))) == 150
+
+
+def test_apply_into_an_output_a_live_job_holds_exits_2_writing_nothing(bare_out, head_dir, capsys):
+    holder = Lease(OutputDir(str(bare_out)), "run")
+    holder.acquire(take_over_stale=False)
+    before = sorted(p.relative_to(bare_out) for p in bare_out.rglob("*"))
+    assert main(["apply", str(bare_out), "--head", str(head_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {holder.holder.pid}" in err and f"started {holder.holder.started}" in err
+    assert sorted(p.relative_to(bare_out) for p in bare_out.rglob("*")) == before  # no heads/ begun
+    holder.release()
+    assert main(["apply", str(bare_out), "--head", str(head_dir)]) == 0  # free again: applies
+    assert not (bare_out / "_lease.json").exists()

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from yamnet_beam.customize.calibrate import calibrate, choose_threshold
-from yamnet_beam.customize.head import load_head
 from yamnet_beam.customize.train import train
-from yamnet_beam.job import schema
+from yamnet_beam.model.head import load_head
+from yamnet_beam.table import schema
 
 # Cuts of these scores (s >= t): t=0.9 p=1 r=.25; 0.8 p=1 r=.5; 0.7 p=1 r=.75; 0.6 p=.75 r=.75; 0.5 p=.8 r=1; ...
 Y = np.array([1, 1, 1, 0, 1, 0, 0, 0], bool)

@@ -22,9 +22,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 from yamnet_beam.cli import main
 from yamnet_beam.customize.export import YAMNET_LABELS_FILE, append_head
-from yamnet_beam.customize.head import Head, HeadError, load_head
 from yamnet_beam.job.pipeline import run
 from yamnet_beam.model import ModelError
+from yamnet_beam.model.head import Head, HeadError, load_head
 
 WINDOW = 15600
 NAMES = ["tone_2.wav", "chirp_1.wav", "noise_band_3.wav", "pulses_0.wav", "speech_16k_0.5.wav"]

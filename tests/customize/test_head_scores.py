@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from yamnet_beam.customize.head import Head, HeadError, check_model, load_head, save_head
+from yamnet_beam.model.head import Head, HeadError, check_model, load_head, save_head
 
 SHA = "a" * 64
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from yamnet_beam.customize.head import HeadError
-from yamnet_beam.job import schema
 from yamnet_beam.job.pipeline import run
+from yamnet_beam.model.head import HeadError
+from yamnet_beam.table import schema
 
 
 def _frames(out):

@@ -23,8 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tests.support.helpers import png_stats
-from yamnet_beam.customize.head import HeadError, load_head
 from yamnet_beam.customize.train import TrainError, train
+from yamnet_beam.model.head import HeadError, load_head
 
 
 def frames_by_path(out: Path) -> dict[str, np.ndarray]:

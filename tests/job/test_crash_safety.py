@@ -27,8 +27,8 @@ import pytest
 import soundfile as sf
 
 from tests.support.faultfs import Fault, Killed, faulty_filesystem, url
-from yamnet_beam.job.parts import OutputDir
 from yamnet_beam.job.pipeline import run
+from yamnet_beam.table.output import OutputDir
 
 SR = 16000
 TIMING = {"decode_ms", "infer_ms", "part"}  # files columns that differ between runs of the same inputs

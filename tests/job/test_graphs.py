@@ -15,12 +15,13 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 
 from tests.support import outputs
-from yamnet_beam.customize.head import Head, save_head
 from yamnet_beam.job import apply
+from yamnet_beam.job.checks import plan_run
 from yamnet_beam.job.options import YamnetOptions
-from yamnet_beam.job.pipeline import build_pipeline, plan_run
+from yamnet_beam.job.pipeline import build_pipeline
 from yamnet_beam.job.runinference import YamnetModelHandler
 from yamnet_beam.model import inspect_model, read_model_bytes
+from yamnet_beam.model.head import Head, save_head
 
 
 class _Built(Exception):

@@ -23,6 +23,8 @@ from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
 from yamnet_beam.cli import main
 from yamnet_beam.job.pipeline import RunFailedError, run
+from yamnet_beam.table.lease import Lease
+from yamnet_beam.table.output import OutputDir
 from yamnet_beam.uris import display_path
 
 SR = 16000
@@ -164,7 +166,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
 ):
     """A file deleted after the workers listed it (with its size) and a manifest entry that never existed:
     each gets exactly one io_error row; the summary counts them."""
-    from yamnet_beam.job import planning
+    from yamnet_beam.job import form_parts
 
     d = tmp_path / "audio"
     d.mkdir()
@@ -172,7 +174,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
         shutil.copy(fixtures_dir / "tone_1khz_16k.wav", d / name)
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"{d / 'stays.wav'}\n{tmp_path / 'never-there.wav'}\n")
-    real_cut = planning.cut_bucket
+    real_cut = form_parts.cut_bucket
 
     def cut_then_delete(items, *args, **kwargs):  # runs after listing, before any decoding
         items = list(items)
@@ -182,7 +184,7 @@ def test_listed_then_vanished_and_missing_manifest_entries_get_io_error_rows(
             (d / "vanishes.wav").unlink(missing_ok=True)
         return real_cut(items, *args, **kwargs)
 
-    monkeypatch.setattr(planning, "cut_bucket", cut_then_delete)
+    monkeypatch.setattr(form_parts, "cut_bucket", cut_then_delete)
     out = tmp_path / "out"
     s = run(["--input", str(d), "--input", str(manifest), "--output", str(out), *model_args])
     rows = pq.read_table(out / "files").to_pylist()
@@ -420,12 +422,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_args):
             os.killpg(proc.pid, signal.SIGKILL)
     committed = len(list((killed / "files").glob("part-*.parquet")))
     assert 3 <= committed < 25  # really interrupted mid-run
-    s = run([*base, "--output", str(killed), "--mode", "resume"])
+    held = Lease(OutputDir(str(killed)), "run").current()
+    assert held is not None and held.pid == proc.pid  # the dead job's lease is still there
+    s = run([*base, "--output", str(killed), "--mode", "resume"])  # takes it over: its holder is provably gone
     assert s.files_processed == 25 - committed
     ref = tmp_path / "ref"
     run([*base, "--output", str(ref)])
     _assert_same_rows(killed, ref)
     assert not (killed / "_tmp").exists() or not list((killed / "_tmp").iterdir())
+    assert not (killed / "_lease.json").exists()  # given back when the run ended
 
 
 def test_tables_are_deterministic_across_part_sizes(tmp_path, fixtures_dir, model_args):
@@ -467,8 +472,8 @@ def test_summary_and_threshold_count_only_this_runs_inputs(tmp_path, fixtures_di
 
 
 def test_workers_refuse_a_model_that_changed(model_path, tmp_path):
-    from yamnet_beam.job.transforms import ModelLoader
     from yamnet_beam.model import ModelError
+    from yamnet_beam.model.loader import ModelLoader
 
     assert ModelLoader(str(model_path), expected_sha256=None).load() is not None
     with pytest.raises(ModelError, match="changed since the job started"):
@@ -505,8 +510,9 @@ def test_overwrite_removes_derived_tables(tmp_path, fixtures_dir, model_args):
         *model_args,
     ]
     run(base)
-    for derived in ["clips", "_similar_cache"]:
-        (tmp_path / "o" / derived).mkdir()
+    for derived in ["clips", "_similar_cache", "heads/old_head"]:
+        (tmp_path / "o" / derived).mkdir(parents=True)
         (tmp_path / "o" / derived / "stale").write_text("old")
     run([*base, "--mode", "overwrite"])
-    assert not (tmp_path / "o" / "clips").exists() and not (tmp_path / "o" / "_similar_cache").exists()
+    for derived in ["clips", "_similar_cache", "heads"]:
+        assert not (tmp_path / "o" / derived).exists(), derived  # scored on frames that are gone

@@ -20,8 +20,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from yamnet_beam.job import listing
 from yamnet_beam.job.inputs import InputError, InputFile
+from yamnet_beam.job.list_inputs import ListInputs
 from yamnet_beam.job.listing import check_input, check_inputs
-from yamnet_beam.job.planning import ListInputs
 from yamnet_beam.uris import display_path
 
 

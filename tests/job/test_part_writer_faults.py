@@ -14,8 +14,9 @@ import pytest
 
 from tests.support import outputs
 from tests.support.faultfs import Fault, Killed, faulty_filesystem, url
-from yamnet_beam.job import schema
-from yamnet_beam.job.parts import OutputDir, PartWriteError, PartWriter
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import OutputDir
+from yamnet_beam.table.parts import PartWriteError, PartWriter
 
 PATHS = ["/a.wav", "/b.wav", "/c.wav"]
 

@@ -8,11 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support import outputs
-from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.parts import (
-    OutputDir,
-    PartWriter,
     bucket_of,
     cut_bucket,
     fingerprint,
@@ -20,6 +17,9 @@ from yamnet_beam.job.parts import (
     part_shape,
     plan_parts,
 )
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import OutputDir
+from yamnet_beam.table.parts import PartWriter
 
 
 def _files(n, size=1):

@@ -19,9 +19,10 @@ from tests.support import reference
 from tests.support.fakes import FakeModelLoader
 from tests.support.fixtures import BAD
 from yamnet_beam.audio import decode_file
-from yamnet_beam.job import schema
-from yamnet_beam.job.options import YamnetOptions
-from yamnet_beam.job.pipeline import OptionsError, build_pipeline, plan_run, run
+from yamnet_beam.job.checks import plan_run
+from yamnet_beam.job.options import OptionsError, YamnetOptions
+from yamnet_beam.job.pipeline import build_pipeline, run
+from yamnet_beam.table import schema
 
 SPEECH = [
     "speech_16k_float32.wav",
@@ -389,8 +390,9 @@ def test_progress_counts_committed_parts(tmp_path):
     """The progress line is computed from committed files/ parts, so it works on any runner."""
     import io
 
-    from yamnet_beam.job.parts import OutputDir, PartWriter
-    from yamnet_beam.job.pipeline import _Progress
+    from yamnet_beam.job.progress import Progress
+    from yamnet_beam.table.output import OutputDir
+    from yamnet_beam.table.parts import PartWriter
 
     def commit(pid, durations):
         rows = [
@@ -400,7 +402,7 @@ def test_progress_counts_committed_parts(tmp_path):
         PartWriter(str(tmp_path), pid, schema.frames_schema(), schema.files_schema()).commit(rows)
 
     commit("old", [3600.0])  # done by an earlier run: not counted
-    progress = _Progress(OutputDir(str(tmp_path)), total_files=5, interval_s=0, stream=io.StringIO())
+    progress = Progress(OutputDir(str(tmp_path)), total_files=5, interval_s=0, stream=io.StringIO())
     assert progress.poll().startswith("yamnet-beam: 0/5 files done, 0.00 h audio")
     commit("a", [1800.0, 1800.0])
     commit("b", [None])  # an error row: a file done, no audio

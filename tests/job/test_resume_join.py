@@ -19,21 +19,20 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 
 from tests.support import outputs
-from yamnet_beam.job import schema
 from yamnet_beam.job.inputs import InputFile
-from yamnet_beam.job.parts import RESUME_COLUMNS, OutputDir, plan_parts
-from yamnet_beam.job.planning import (
+from yamnet_beam.job.parts import RESUME_COLUMNS, plan_parts
+from yamnet_beam.job.resume import (
     SKIPPED_TAG,
-    SUMMARY_FILE,
     SUPERSEDED_TAG,
     DropSupersededRows,
     ResolveResume,
-    SummarizeRun,
     _DecideInputFn,
     _DropRowsFn,
-    _SumTalliesFn,
-    errors_by_kind,
 )
+from yamnet_beam.job.summary import SummarizeRun, _SumTalliesFn, errors_by_kind
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import SUMMARY_FILE
+from yamnet_beam.table.output import OutputDir
 
 FP = "fp"
 

@@ -13,8 +13,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from yamnet_beam import framing
-from yamnet_beam.job.runinference import PerThreadYamnet, YamnetModelHandler, check_example
+from yamnet_beam.job.runinference import YamnetModelHandler, check_example
 from yamnet_beam.model import YamnetModel
+from yamnet_beam.model.loader import PerThreadYamnet
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ from apache_beam.pvalue import TaggedOutput
 from tests.support.fakes import FakeModelLoader
 from yamnet_beam import framing
 from yamnet_beam.audio import decode_file, open_audio, segment_quantum
-from yamnet_beam.job import schema
+from yamnet_beam.job.embed import _CommitSegmentedFileFn, _EmbedPartFn, _EmbedSegmentFn
+from yamnet_beam.job.frames import EmbedSettings
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.parts import Part
 from yamnet_beam.job.pipeline import run
-from yamnet_beam.job.transforms import EmbedSettings, _CommitSegmentedFileFn, _EmbedPartFn, _EmbedSegmentFn
+from yamnet_beam.table import schema
 
 LABELS = [str(i) for i in range(521)]
 

@@ -8,8 +8,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from tests.support.fakes import FakeModelLoader
-from yamnet_beam.job import pipeline, transforms
-from yamnet_beam.job.options import OptionsError
+from yamnet_beam.job import checks, frames, pipeline
+from yamnet_beam.job.options import OptionsError, YamnetOptions
 from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.versions import VersionMismatchError, installed
 
@@ -49,8 +49,8 @@ def test_a_contradicting_requirements_file_is_an_options_error(tmp_path):
 
 
 def test_a_worker_on_other_versions_fails_setup_before_writing(tmp_path):
-    settings = transforms.EmbedSettings(versions=(("numpy", "0.0.1"),))
-    fn = transforms._OutputFn(FakeModelLoader(), ["a"], None, None, str(tmp_path), settings)
+    settings = frames.EmbedSettings(versions=(("numpy", "0.0.1"),))
+    fn = frames._OutputFn(FakeModelLoader(), ["a"], None, None, str(tmp_path), settings)
     with pytest.raises(VersionMismatchError, match=r"numpy \S+ \(launcher 0\.0\.1\)"):
         fn.setup()
     assert list(tmp_path.iterdir()) == []
@@ -58,10 +58,10 @@ def test_a_worker_on_other_versions_fails_setup_before_writing(tmp_path):
 
 def test_the_job_records_and_checks_the_launchers_versions(tmp_path, fixtures_dir, model_args, monkeypatch):
     argv = ["--input", str(fixtures_dir / "tone_1khz_16k.wav"), "--output", str(tmp_path / "o"), *model_args]
-    plan = pipeline.plan_run(PipelineOptions(argv).view_as(pipeline.YamnetOptions))
+    plan = checks.plan_run(PipelineOptions(argv).view_as(YamnetOptions))
     assert dict(plan.settings.versions) == installed() == plan.metadata["versions"]
     # A launcher that reports other versions than this (worker) process has: the job fails, nothing committed.
-    monkeypatch.setattr(pipeline, "installed", lambda: {**installed(), "pyarrow": "0.0.1"})
+    monkeypatch.setattr(checks, "installed", lambda: {**installed(), "pyarrow": "0.0.1"})
     with pytest.raises(Exception, match=r"pyarrow \S+ \(launcher 0\.0\.1\)"):
         pipeline.run([*argv, "--output", str(tmp_path / "o2")])
     assert not list((tmp_path / "o2").glob("files/*.parquet"))

@@ -16,11 +16,11 @@ from yamnet_beam.model import ModelError, download
 from yamnet_beam.model.download import (
     DownloadError,
     add_download_parser,
-    default_class_map_uri,
     default_model_uri,
     default_models_dir,
     download_model,
     main_download,
+    resolve_class_map,
 )
 
 MODEL_SHA256 = "469be6a3421cbc52cf97e9f2f966cba984198e8e7af9854d68b3e3ebb1e04194"
@@ -237,7 +237,7 @@ def test_nothing_found_says_how_to_get_a_model(isolated: dict[str, Path]) -> Non
     with pytest.raises(ModelError, match="yamnet-beam download`") as e:
         default_model_uri()
     assert "YAMNET_BEAM_MODEL" in str(e.value) and "--model" in str(e.value)
-    assert default_class_map_uri() is None
+    assert resolve_class_map() is None
 
 
 def test_env_var_wins_and_is_not_checked(isolated: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,7 +245,7 @@ def test_env_var_wins_and_is_not_checked(isolated: dict[str, Path], monkeypatch:
     monkeypatch.setenv("YAMNET_BEAM_MODEL", "gs://bucket/yamnet.tflite")
     monkeypatch.setenv("YAMNET_BEAM_CLASS_MAP", "gs://bucket/yamnet_class_map.csv")
     assert default_model_uri() == "gs://bucket/yamnet.tflite"
-    assert default_class_map_uri() == "gs://bucket/yamnet_class_map.csv"
+    assert resolve_class_map() == "gs://bucket/yamnet_class_map.csv"
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_search_order(isolated: dict[str, Path], present: list[str], expected: s
         _touch(folder / "yamnet_class_map.csv")
     want = (isolated["work"] / "models") if expected == "work" else isolated[expected]
     assert Path(default_model_uri()) == want / "yamnet.tflite"
-    assert Path(default_class_map_uri()) == want / "yamnet_class_map.csv"
+    assert Path(resolve_class_map()) == want / "yamnet_class_map.csv"
 
 
 def test_class_map_beside_an_env_model_is_found(
@@ -273,14 +273,14 @@ def test_class_map_beside_an_env_model_is_found(
     cmap = _touch(tmp_path / "elsewhere" / "yamnet_class_map.csv")
     _touch(isolated["cache"] / "yamnet_class_map.csv")
     monkeypatch.setenv("YAMNET_BEAM_MODEL", str(model))
-    assert default_class_map_uri() == str(cmap)
+    assert resolve_class_map() == str(cmap)
 
 
 def test_download_then_found(isolated: dict[str, Path], model_path: Path, class_map_path: Path) -> None:
     r = download_model(model_url=model_path.as_uri(), class_map_url=class_map_path.as_uri())
     assert r.model_path == isolated["cache"] / "yamnet.tflite"  # no ./models here: the user cache
     assert default_model_uri() == str(r.model_path)
-    assert default_class_map_uri() == str(r.class_map_path)
+    assert resolve_class_map() == str(r.class_map_path)
 
 
 def test_default_models_dir(isolated: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

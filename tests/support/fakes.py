@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from yamnet_beam.job.transforms import ModelLoader
+from yamnet_beam.model.loader import ModelLoader
 
 
 class FakeModel:

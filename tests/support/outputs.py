@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from yamnet_beam import framing
-from yamnet_beam.job import schema
-from yamnet_beam.job.parts import PartWriter
+from yamnet_beam.table import schema
+from yamnet_beam.table.parts import PartWriter
 
 
 def frames(path: str, count: int):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from yamnet_beam import framing
-from yamnet_beam.analysis.output import Output, QueryError, list_matrix, sql_table
+from yamnet_beam.analysis.output import Output, QueryError, sql_table
 from yamnet_beam.analysis.query import events
+from yamnet_beam.table.schema import list_matrix
 
 _LOG = logging.getLogger(__name__)
 ENVELOPE_POINTS = 2000

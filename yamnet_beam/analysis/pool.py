@@ -14,9 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yamnet_beam.analysis.output import SCAN_BATCH_ROWS, Output, list_matrix, scan_parquet
-from yamnet_beam.job import schema
+from yamnet_beam.analysis.output import Output
 from yamnet_beam.model.labels import Labels
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import CLIPS_DIR
+from yamnet_beam.table.output import SCAN_BATCH_ROWS, scan_parquet
+from yamnet_beam.table.schema import list_matrix
 from yamnet_beam.uris import user_uri
 
 
@@ -133,12 +136,12 @@ def _pooled_table(
 
 
 def pool(out: Output, dest: str | None = None, path_glob: str | None = None) -> str:
-    """Writes the clip table (one row per file, :func:`yamnet_beam.job.schema.clips_schema`); returns its URI.
+    """Writes the clip table (one row per file, :func:`yamnet_beam.table.schema.clips_schema`); returns its URI.
 
     ``dest`` is a directory (default ``OUTPUT/clips``); its previous Parquet files are replaced, since
     the clip table is derived data that a new pooling makes anew.
     """
-    fs, root = fsspec.core.url_to_fs(dest or out.child_uri("clips"))
+    fs, root = fsspec.core.url_to_fs(dest or out.child_uri(CLIPS_DIR))
     root = root.rstrip("/")
     fs.makedirs(root, exist_ok=True)
     for old in fs.glob(f"{root}/*.parquet"):

@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 
 from yamnet_beam import framing
-from yamnet_beam.analysis.output import Output, QueryError, list_matrix, sql_str, sql_table
+from yamnet_beam.analysis.output import Output, QueryError, sql_str, sql_table
 from yamnet_beam.analysis.pool import iter_pooled
-from yamnet_beam.customize.head import Head
-from yamnet_beam.job import schema
+from yamnet_beam.model.head import Head
 from yamnet_beam.model.labels import Labels
+from yamnet_beam.table import schema
+from yamnet_beam.table.schema import list_matrix
 
 
 def head_labels(head: Head) -> Labels:
@@ -27,8 +28,8 @@ def head_parts(out: Output, head: Head) -> tuple[list[str], bool]:
     """Where this head's scores of ``out`` are: frames/ (``run --head``: True) or heads/<name>/ (``apply``)."""
     if out.frame_files and out.run_metadata.get("head_sha256") == head.sha256:
         return out.frame_files, True
-    d = f"{out.root}/{schema.HEADS_DIR}/{head.name}"
-    parts = sorted(out.fs.glob(f"{d}/part-*.parquet"))
+    d = out.head_dir(head.name)
+    parts = out.head_parts(head.name)
     if parts:
         import pyarrow.parquet as pq
 

@@ -18,7 +18,7 @@ from yamnet_beam.analysis.output import Output, sql_table
 from yamnet_beam.analysis.plot import render_png
 from yamnet_beam.analysis.query import head_parts, summary, top_classes
 from yamnet_beam.analysis.render import cell, is_number
-from yamnet_beam.customize.head import Head
+from yamnet_beam.model.head import Head
 
 MAX_TABLE_ROWS = 500
 

@@ -18,17 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yamnet_beam import framing
-from yamnet_beam.analysis.output import (
-    SCAN_BATCH_ROWS,
-    Output,
-    QueryError,
-    first_row,
-    glob_regex,
-    list_matrix,
-    scan_parquet,
-    sql_table,
-)
-from yamnet_beam.job import schema
+from yamnet_beam.analysis.output import Output, QueryError, first_row, sql_table
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import SIMILAR_CACHE_DIR
+from yamnet_beam.table.output import SCAN_BATCH_ROWS, glob_regex, scan_parquet
+from yamnet_beam.table.schema import list_matrix
 from yamnet_beam.uris import mtime_of
 
 _LOG = logging.getLogger(__name__)
@@ -203,7 +197,7 @@ CACHE_CHUNK_ROWS = 65536
 def similarity_cache_dir(out: Output) -> str:
     """Where decoded embeddings are cached: ``OUTPUT/_similar_cache`` locally, else under ~/.cache."""
     if not out.remote:
-        return f"{out.root}/_similar_cache"
+        return out.path(SIMILAR_CACHE_DIR)
     key = hashlib.sha256(out.uri.encode()).hexdigest()[:16]
     return os.path.join(os.path.expanduser("~/.cache/yamnet-beam/similar"), key)
 

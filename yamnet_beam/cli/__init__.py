@@ -18,8 +18,9 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
-from yamnet_beam.cli.grammar import COMMAND_ALIASES, FLAG_ALIASES, GRAMMAR, Parser, UsageError, command_table
+from yamnet_beam.cli.grammar import COMMAND_ALIASES, FLAG_ALIASES, GRAMMAR, Parser, command_table
 from yamnet_beam.deprecated import rewrite_deprecated
+from yamnet_beam.errors import UserError
 
 VERBOSE_ENV = "YAMNET_BEAM_VERBOSE"  # set by -v; worker processes inherit it
 
@@ -51,43 +52,16 @@ def beam_module(name: str):
         return importlib.import_module(name)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "fix your command or environment": one line, exit 2. Anything else keeps its traceback."""
-    from yamnet_beam.analysis.output import QueryError
-    from yamnet_beam.customize.head import HeadError
-    from yamnet_beam.customize.train import TrainError
-    from yamnet_beam.job.inputs import InputError
-    from yamnet_beam.model import ModelError
-    from yamnet_beam.model.download import DownloadError
-    from yamnet_beam.model.labels import LabelsError
-
-    options = beam_module("yamnet_beam.job.options")
-    return (
-        DownloadError,
-        HeadError,
-        InputError,
-        LabelsError,
-        ModelError,
-        options.OptionsError,
-        QueryError,
-        TrainError,
-        UsageError,
-    )
-
-
 def _guard(fn) -> int:
     """User errors end with one readable line and exit code 2, not a traceback; Ctrl-C with one line, 130."""
     try:
         return fn()
-    except UsageError as e:  # before _user_errors(): no Beam import just to report a typo
+    except UserError as e:  # every error a user can mend (a typo's UsageError included)
         print(f"yamnet-beam: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # what is kept and how to go on; the shell's 128 + SIGINT
         print(f"yamnet-beam: {e or 'interrupted'}", file=sys.stderr)
         return 130
-    except _user_errors() as e:
-        print(f"yamnet-beam: error: {e}", file=sys.stderr)
-        return 2
 
 
 def build_parser() -> tuple[Parser, dict[str, Parser]]:

@@ -7,6 +7,8 @@ import argparse
 import difflib
 from collections.abc import Sequence
 
+from yamnet_beam.errors import UserError
+
 GRAMMAR = """\
 yamnet-beam COMMAND [OUTPUT] [flags]; every flag is snake_case, every command one word.
   reads      a run's output directory is the first positional argument; a head is --head DIR
@@ -42,7 +44,7 @@ FLAG_ALIASES: dict[str, dict[str, str]] = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A command line that does not follow the grammar; the message names the argument and the fix."""
 
 

@@ -57,7 +57,8 @@ def add_parsers(sub, parsers: dict[str, Parser]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from yamnet_beam.customize.train import CONFUSION_PNG, METRICS_JSON, format_metrics, train
+    from yamnet_beam.customize.metrics import CONFUSION_PNG, METRICS_JSON, format_metrics
+    from yamnet_beam.customize.train import train
 
     refuse_existing(args.dest, args.mode)
     head = train(

@@ -87,7 +87,7 @@ def _open(args: argparse.Namespace):
     out = open_output(args.output)
     head = None
     if getattr(args, "head", None):
-        from yamnet_beam.customize.head import load_head
+        from yamnet_beam.model.head import load_head
 
         head = load_head(args.head)
     return out, head

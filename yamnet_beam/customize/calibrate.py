@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from yamnet_beam.customize.learn import sklearn_module
+
 
 def _sklearn_metrics():
-    from yamnet_beam.customize.train import sklearn_module
-
     return sklearn_module("metrics")
 
 

@@ -21,15 +21,15 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, Head, check_model, load_head
 from yamnet_beam.model import NUM_CLASSES, ModelError, inspect_model, read_model_bytes
-from yamnet_beam.model.download import default_class_map_uri, default_model_uri
+from yamnet_beam.model.download import default_model_uri, resolve_class_map
 from yamnet_beam.model.graph import CUSTOM_SCORES_TENSOR
 from yamnet_beam.model.graph import analyse as _analyse
 from yamnet_beam.model.graph import flatbuffer_schema as _schema
 from yamnet_beam.model.graph import inline_external_data as _inline_external_data
 from yamnet_beam.model.graph import pack as _pack
 from yamnet_beam.model.graph import parse as _parse
+from yamnet_beam.model.head import FORBIDDEN_WIDTHS, Head, check_model, load_head
 from yamnet_beam.model.labels import resolve_labels
 from yamnet_beam.uris import absolute_uri
 
@@ -371,11 +371,7 @@ def export_head(
     check_model(head, info.sha256, f"--model {uri}")
     labels = None
     if not custom_only:
-        if class_map_uri is None:
-            sibling = uri.rsplit("/", 1)[0] + "/yamnet_class_map.csv"
-            fs, path = fsspec.core.url_to_fs(sibling)
-            class_map_uri = sibling if fs.exists(path) else default_class_map_uri()
-        labels = resolve_labels(info, absolute_uri(class_map_uri) if class_map_uri else None).names
+        labels = resolve_labels(info, resolve_class_map(class_map_uri, uri)).names
     out = append_head(bytes(model_bytes), head, labels, custom_only)
     fs, path = fsspec.core.url_to_fs(absolute_uri(dest))
     fs.pipe(path, out)

@@ -11,7 +11,6 @@ the first one), so the head file holds numbers only.
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import logging
@@ -24,28 +23,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from yamnet_beam.analysis.output import Output, list_matrix, open_output, scan_parquet
+from yamnet_beam.analysis.output import Output, open_output
 from yamnet_beam.customize.calibrate import calibrate
-from yamnet_beam.customize.head import FORBIDDEN_WIDTHS, Head, save_head
-from yamnet_beam.job import schema
+from yamnet_beam.customize.learn import TrainError, sklearn_module
+from yamnet_beam.customize.metrics import CONFUSION_PNG, METRICS_JSON, clip_metrics, confusion_png
+from yamnet_beam.model.head import FORBIDDEN_WIDTHS, Head, save_head
+from yamnet_beam.table import schema
+from yamnet_beam.table.output import scan_parquet
+from yamnet_beam.table.schema import list_matrix
 from yamnet_beam.uris import absolute_uri
 
 _LOG = logging.getLogger(__name__)
 HEAD_TYPES = ("linear", "mlp")
-METRICS_JSON = "metrics.json"
-CONFUSION_PNG = "confusion.png"
-
-
-class TrainError(ValueError):
-    """The labels or the output cannot train a head as asked; the message says what to do."""
-
-
-def sklearn_module(name: str):
-    """``sklearn.<name>``, or a :class:`TrainError` saying how to install it."""
-    try:
-        return importlib.import_module(f"sklearn.{name}")
-    except ImportError as e:
-        raise TrainError('training a head needs scikit-learn: pip install "yamnet-beam[train]"') from e
 
 
 @dataclass
@@ -299,32 +288,6 @@ def cross_validate(data: LabelledSet, fold_of_file: np.ndarray, head_type: str, 
     return heldout
 
 
-def clip_metrics(data: LabelledSet, clip_scores: np.ndarray, thresholds: list[float]) -> dict[str, Any]:
-    """Clip-level metrics from mean held-out frame probabilities per file."""
-    m = sklearn_module("metrics")
-    k = len(data.classes)
-    if data.multilabel:
-        pred = (clip_scores >= np.asarray(thresholds)[None, :]).astype(int)
-        p, r, f, s = m.precision_recall_fscore_support(data.targets, pred, zero_division=0)
-        out = {
-            "mAP": float(m.average_precision_score(data.targets, clip_scores, average="macro")),
-            "macro_f1": float(f.mean()),
-        }
-    else:
-        truth, pred = data.targets.argmax(axis=1), clip_scores.argmax(axis=1)
-        p, r, f, s = m.precision_recall_fscore_support(truth, pred, labels=list(range(k)), zero_division=0)
-        out = {
-            "accuracy": float(m.accuracy_score(truth, pred)),
-            "macro_f1": float(f.mean()),
-            "confusion_matrix": m.confusion_matrix(truth, pred, labels=list(range(k))).tolist(),
-        }
-    out["per_class"] = {
-        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-        for i, c in enumerate(data.classes)
-    }
-    return out
-
-
 def train(
     output: str,
     labels_csv: str,
@@ -348,7 +311,7 @@ def train(
         raise TrainError(f"--target_precision is a precision in (0, 1], got {target_precision}")
     sklearn_module("linear_model")  # fail before reading anything when scikit-learn is missing
     out = open_output(output)
-    model_sha = out.manifest.get("model_sha256") or out.run_metadata.get("model_sha256")
+    model_sha = out.run_value("model_sha256")
     if not model_sha:
         raise TrainError(f"{output} records no model SHA-256 (manifest.json or table metadata): rerun the job")
     data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
@@ -388,7 +351,7 @@ def train(
         activation="sigmoid" if data.multilabel else "softmax",
         thresholds=thresholds,
         yamnet_sha256=model_sha,
-        output_fingerprint=out.manifest.get("fingerprint") or out.run_metadata.get("fingerprint", ""),
+        output_fingerprint=out.run_value("fingerprint", ""),
         name=posixpath.basename(absolute_uri(head_dir).rstrip("/")) or "head",
         metrics={k: metrics[k] for k in ("clip", "files", "frames")},
         hyperparameters={
@@ -406,51 +369,5 @@ def train(
     save_head(head, head_dir)
     fs, root = fsspec.core.url_to_fs(absolute_uri(head_dir))
     fs.pipe(f"{root.rstrip('/')}/{METRICS_JSON}", (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
-    _confusion_png(metrics, data.classes, f"{root.rstrip('/')}/{CONFUSION_PNG}", fs)
+    confusion_png(metrics, data.classes, f"{root.rstrip('/')}/{CONFUSION_PNG}", fs)
     return head
-
-
-def _confusion_png(metrics: dict[str, Any], classes: list[str], path: str, fs) -> None:
-    """The confusion matrix as a PNG when matplotlib (the ``viz`` extra) is installed; skipped otherwise."""
-    cm = metrics["clip"].get("confusion_matrix")
-    if cm is None:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _LOG.info('no matplotlib: %s not drawn (pip install "yamnet-beam[viz]")', CONFUSION_PNG)
-        return
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.5 + 0.6 * n))
-    ax.imshow(np.asarray(cm), cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted (clip)")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(cm[i][j]), ha="center", va="center")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    fs.pipe(path, buf.getvalue())
-
-
-def format_metrics(head: Head) -> str:
-    """A short text summary for the terminal."""
-    clip = head.metrics["clip"]
-    lines = [f"head {head.name!r}: {head.num_classes} classes ({head.activation}), {head.metrics['files']} files"]
-    for key in ("accuracy", "mAP", "macro_f1"):
-        if key in clip:
-            lines.append(f"  clip {key}: {clip[key]:.3f}")
-    lines.append("  class                 precision recall  f1     support threshold")
-    for c, t in zip(head.classes, head.thresholds, strict=True):
-        pc_ = clip["per_class"][c]
-        lines.append(
-            f"  {c:20s}  {pc_['precision']:.3f}     {pc_['recall']:.3f}   {pc_['f1']:.3f}  {pc_['support']:7d} {t:.3f}"
-        )
-    return "\n".join(lines)

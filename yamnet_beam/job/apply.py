@@ -2,12 +2,11 @@
 
 No audio is decoded and YAMNet does not run: each committed frames part is read (path, frame, times,
 embedding), scored by the head's numpy forward pass and written as ``OUTPUT/heads/<head name>/part-<id>.parquet``
-(:func:`yamnet_beam.job.schema.heads_schema`). Parts are the unit of work, so it scales like the main job.
+(:func:`yamnet_beam.table.schema.heads_schema`). Parts are the unit of work, so it scales like the main job.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -16,12 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from yamnet_beam.customize.head import check_model, load_head
-from yamnet_beam.job import schema
+from yamnet_beam.job.checks import take_lease
 from yamnet_beam.job.options import OptionsError, check_flags
-from yamnet_beam.job.parts import OutputDir, parquet_options
 from yamnet_beam.job.pipeline import RunInterrupted, is_interrupt
 from yamnet_beam.job.staging import pin_worker_versions
+from yamnet_beam.model.head import check_model, load_head
+from yamnet_beam.table import schema
+from yamnet_beam.table.lease import Lease
+from yamnet_beam.table.output import OutputDir
+from yamnet_beam.table.parts import parquet_options
 from yamnet_beam.uris import absolute_uri
 from yamnet_beam.versions import check_worker, installed
 
@@ -52,9 +54,7 @@ class _ApplyHeadFn(beam.DoFn):
         with src_fs.open(src, "rb") as f, fs.open(tmp, "wb") as out:
             with pq.ParquetWriter(out, self._schema, **parquet_options(self._schema)) as writer:
                 for batch in schema.parquet_file(f).iter_batches(batch_size=8192, columns=COLUMNS):
-                    emb = batch.column("embedding")
-                    values = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(emb), -1)
-                    head = self._head.scores(values)
+                    head = self._head.scores(schema.list_matrix(batch.column("embedding")))
                     arrays = [batch.column(c) for c in COLUMNS[:4]]
                     arrays += schema.head_arrays(head, self._head.classes, self._head.thresholds)
                     writer.write_table(pa.Table.from_arrays(arrays, schema=plain))
@@ -73,52 +73,49 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None, mo
     out = OutputDir(absolute_uri(output))
     head_uri = absolute_uri(head_dir)
     head = load_head(head_uri)
+    Lease(out, "apply").check()  # refused before any work when a live job holds the output
     frames = [f for _, parts in out.committed_with_frames() for f in parts]
     if not frames:
         raise OptionsError(f"{output} has no committed frames/ parts: pass the --output directory of a finished run")
-    manifest_path = f"{out.root}/manifest.json"
-    manifest = json.loads(out.fs.cat_file(manifest_path)) if out.fs.exists(manifest_path) else {}
-    model_sha = manifest.get("model_sha256")
-    if not model_sha:
-        with out.fs.open(frames[0], "rb") as f:
-            model_sha = schema.read_metadata(pq.read_schema(f)).get("model_sha256", "")
+    model_sha = out.run_value("model_sha256", "")
     check_model(head, model_sha, output)
-    dest = f"{out.root}/{schema.HEADS_DIR}/{head.name}"
-    if out.fs.exists(dest):
-        if mode != "overwrite":
-            raise OptionsError(
-                f"{output}/{schema.HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it"
-            )
-        out.fs.rm(dest, recursive=True)
-    out.fs.makedirs(dest, exist_ok=True)
-    metadata = {
-        "head_sha256": head.sha256,
-        "head_name": head.name,
-        "head_classes": head.classes,
-        "head_uri": head_uri,
-        "model_sha256": model_sha,
-        "fingerprint": manifest.get("fingerprint"),
-    }
-    heads_schema = schema.heads_schema(head.num_classes, metadata)
-    uris = [out.fs.unstrip_protocol(p) if "://" in out.uri else p for p in frames]
-    dest_uri = out.fs.unstrip_protocol(dest) if "://" in out.uri else dest
-    score = _ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema, tuple(pins.items()))
-    try:
-        with beam.Pipeline(options=options) as p:
-            _ = (
-                p
-                | "FramesParts" >> beam.Create(sorted(uris))
-                | "Spread" >> beam.Reshuffle()
-                | "ScoreEmbeddings" >> beam.ParDo(score)
-            )
-    except BaseException as e:
-        if not is_interrupt(e):
-            raise
-        for tmp in out.fs.glob(f"{dest}/_tmp-*"):  # parts being written when it stopped
-            out.fs.rm(tmp)
-        done = len(out.fs.glob(f"{dest}/*.parquet"))
-        raise RunInterrupted(
-            f"interrupted; {done} of {len(frames)} parts scored in {dest_uri}; run the same command with "
-            "--mode overwrite to score them all"
-        ) from None
+    with take_lease(out, "apply", take_over_stale=True):  # apply is idempotent: a dead one's lease is taken over
+        dest = out.head_dir(head.name)
+        if out.fs.exists(dest):
+            if mode != "overwrite":
+                raise OptionsError(
+                    f"{output}/{schema.HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it"
+                )
+            out.fs.rm(dest, recursive=True)
+        out.fs.makedirs(dest, exist_ok=True)
+        metadata = {
+            "head_sha256": head.sha256,
+            "head_name": head.name,
+            "head_classes": head.classes,
+            "head_uri": head_uri,
+            "model_sha256": model_sha,
+            "fingerprint": out.run_value("fingerprint"),
+        }
+        heads_schema = schema.heads_schema(head.num_classes, metadata)
+        uris = [out.fs.unstrip_protocol(p) if "://" in out.uri else p for p in frames]
+        dest_uri = out.fs.unstrip_protocol(dest) if "://" in out.uri else dest
+        score = _ApplyHeadFn(head_uri, head.sha256, dest_uri, heads_schema, tuple(pins.items()))
+        try:
+            with beam.Pipeline(options=options) as p:
+                _ = (
+                    p
+                    | "FramesParts" >> beam.Create(sorted(uris))
+                    | "Spread" >> beam.Reshuffle()
+                    | "ScoreEmbeddings" >> beam.ParDo(score)
+                )
+        except BaseException as e:
+            if not is_interrupt(e):
+                raise
+            for tmp in out.fs.glob(f"{dest}/_tmp-*"):  # parts being written when it stopped
+                out.fs.rm(tmp)
+            done = len(out.fs.glob(f"{dest}/*.parquet"))
+            raise RunInterrupted(
+                f"interrupted; {done} of {len(frames)} parts scored in {dest_uri}; run the same command with "
+                "--mode overwrite to score them all"
+            ) from None
     return dest_uri

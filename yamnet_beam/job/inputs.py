@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import fsspec
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.uris import mtime_of
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An ``--input`` that cannot be used; the message names it and says what to do."""
 
 

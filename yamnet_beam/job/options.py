@@ -8,12 +8,19 @@ from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.framing import HOP_SAMPLES, SAMPLE_RATE
-from yamnet_beam.job.schema import EMBEDDING_DTYPES
 from yamnet_beam.model.batched import DEFAULT_BATCH
+from yamnet_beam.table.parts import ROW_GROUP_ROWS
+from yamnet_beam.table.schema import EMBEDDING_DTYPES
+
+# Defaults used outside the option parser too (the embed step's settings, part planning): stated here once.
+BLOCK_SECONDS = 10.0
+PART_FILES = 64
+PART_MB = 64.0
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError, ValueError):
     """A bad option or environment found before any work started; the message says what to do."""
 
 
@@ -44,7 +51,7 @@ class YamnetOptions(PipelineOptions):
             "--class_map",
             default=None,
             help="CSV index,mid,display_name; used when the model carries no label file. "
-            "Default: $YAMNET_BEAM_CLASS_MAP, then next to the model.",
+            "Default: $YAMNET_BEAM_CLASS_MAP, then next to the model, then the default places.",
         )
         parser.add_argument(
             "--hop_s",
@@ -61,8 +68,8 @@ class YamnetOptions(PipelineOptions):
         parser.add_argument(
             "--block_s",
             type=float,
-            default=10.0,
-            help="Decode block length; bounds memory per file (default 10 s).",
+            default=BLOCK_SECONDS,
+            help=f"Decode block length; bounds memory per file (default {BLOCK_SECONDS:g} s).",
         )
         parser.add_argument(
             "--frames_per_batch",
@@ -81,8 +88,8 @@ class YamnetOptions(PipelineOptions):
         parser.add_argument(
             "--row_group_rows",
             type=int,
-            default=4096,
-            help="Target rows per Parquet row group of the frames table.",
+            default=ROW_GROUP_ROWS,
+            help=f"Target rows per Parquet row group of the frames table (default {ROW_GROUP_ROWS}).",
         )
         parser.add_argument(
             "--mode",
@@ -94,14 +101,14 @@ class YamnetOptions(PipelineOptions):
         parser.add_argument(
             "--part_files",
             type=int,
-            default=64,
-            help="At most this many inputs per output part (the unit of work, commit and resume).",
+            default=PART_FILES,
+            help=f"At most this many inputs per output part (default {PART_FILES}): the unit of work and of resume.",
         )
         parser.add_argument(
             "--part_mb",
             type=float,
-            default=64,
-            help="About this many MB of input per output part; a larger file gets a part of its own.",
+            default=PART_MB,
+            help=f"About this many MB of input per output part (default {PART_MB:g}); a larger file gets its own.",
         )
         parser.add_argument(
             "--shard_s",

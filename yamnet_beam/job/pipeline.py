@@ -1,9 +1,9 @@
 """The main job: list inputs, embed every file, write frames/ and files/, then the run's manifest.
 
-``run()`` is the one entry point: the CLI, ``pipelines/`` and the tests all call it. Everything that
-can be checked before workers start (inputs, output, model, labels, options) is checked here first,
-with bounded work; listing, part planning, resume and the summary run in the pipeline
-(:mod:`.planning`), so the launcher's time, memory and the pipeline proto do not grow with the inputs.
+``run()`` is the one entry point: the CLI, ``pipelines/`` and the tests all call it. The launcher checks
+everything it can first (:mod:`.checks`) and takes the output's lease; listing, part cutting, resume and
+the summary run in the pipeline (:mod:`.list_inputs`, :mod:`.form_parts`, :mod:`.resume`, :mod:`.summary`),
+so the launcher's time, memory and the pipeline proto do not grow with the inputs.
 """
 
 from __future__ import annotations
@@ -14,60 +14,31 @@ import logging
 import os
 import shlex
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict
 
 import apache_beam as beam
-import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import yamnet_beam
 from yamnet_beam import framing
-from yamnet_beam.audio import RESAMPLE_CHUNK
 from yamnet_beam.deprecated import rewrite_deprecated
-from yamnet_beam.job import schema
-from yamnet_beam.job.listing import InputSpec, check_inputs
-from yamnet_beam.job.options import DEPRECATED_FLAGS, OptionsError, YamnetOptions, check_flags
-from yamnet_beam.job.parts import TMP_DIR, OutputDir, fingerprint
-from yamnet_beam.job.planning import (
-    PLAN_FILE,
-    SUMMARY_FILE,
-    DropSupersededRows,
-    FormParts,
-    ListInputs,
-    ResolveResume,
-    SummarizeRun,
-    WaitForPlan,
-    errors_by_kind,
-    read_json,
-    run_dir,
-)
+from yamnet_beam.job.checks import RunPlan, check_writable, plan_run, take_lease
+from yamnet_beam.job.embed import EmbedAudioParts
+from yamnet_beam.job.form_parts import FormParts, WaitForPlan
+from yamnet_beam.job.list_inputs import ListInputs
+from yamnet_beam.job.options import DEPRECATED_FLAGS, YamnetOptions, check_flags
+from yamnet_beam.job.progress import Progress
+from yamnet_beam.job.resume import DropSupersededRows, ResolveResume
 from yamnet_beam.job.staging import pin_worker_versions
-from yamnet_beam.job.transforms import EmbedAudioParts, EmbedSettings, ModelLoader
-from yamnet_beam.model import ModelError, ModelInfo, inference_path, inspect_model, read_model_bytes
-from yamnet_beam.model.download import CLASS_MAP_ENV, default_class_map_uri, default_model_uri
-from yamnet_beam.model.labels import Labels, resolve_labels, write_labels_csv
-from yamnet_beam.uris import absolute_uri
-from yamnet_beam.versions import installed
+from yamnet_beam.job.summary import RunSummary, SummarizeRun, read_summary
+from yamnet_beam.model.labels import write_labels_csv
+from yamnet_beam.model.loader import ModelLoader
+from yamnet_beam.table import schema
+from yamnet_beam.table.layout import LABELS_CSV, MANIFEST, PLAN_FILE, run_dir
+from yamnet_beam.table.output import OutputDir, read_json
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class RunPlan:
-    """Everything validated and decided before the pipeline is built."""
-
-    output: str
-    specs: list[InputSpec]  # one checked spec per --input: workers list them
-    run_id: str  # names OUTPUT/_runs/<run_id>/, where the job leaves its plan and summary
-    model: ModelInfo
-    labels: Labels
-    settings: EmbedSettings  # hop and fingerprint included
-    metadata: dict[str, Any]
 
 
 class RunFailedError(RuntimeError):
@@ -115,180 +86,6 @@ def _interrupted(out: OutputDir, before: set[str], argv: Sequence[str], plan_uri
     return RunInterrupted(f"interrupted; {done}; finish with: {resume_command(argv)}")
 
 
-@dataclass
-class RunSummary:
-    """What the output holds after a run, read back from its files/ table."""
-
-    output: str
-    files_matched: int
-    files_ok: int
-    files_error: int
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
-    frames: int = 0
-    audio_hours: float = 0.0
-    wall_s: float = 0.0
-    files_processed: int = 0  # by this run (the rest were already done: --mode resume)
-    audio_hours_processed: float = 0.0  # by this run
-
-    @property
-    def realtime_factor(self) -> float:
-        """Audio processed by this run per second of its wall time."""
-        return self.audio_hours_processed * 3600 / self.wall_s if self.wall_s else 0.0
-
-    def format(self) -> str:
-        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items()))
-        skipped = self.files_matched - self.files_processed
-        return (
-            f"yamnet-beam: {self.files_matched} files matched, {self.files_ok} ok, {self.files_error} error"
-            f"{f' ({kinds})' if kinds else ''}"
-            f"{f', {skipped} already done' if skipped else ''}; {self.audio_hours:.3f} h audio, {self.frames} frames; "
-            f"wall {self.wall_s:.1f} s, {self.realtime_factor:.0f}x realtime -> {self.output}"
-        )
-
-
-def _check_output_path(output: str | None, mode: str) -> OutputDir:
-    if not output:
-        raise OptionsError("No --output given: pass a directory (local or URL) for the tables.")
-    try:
-        out = OutputDir(absolute_uri(output))
-    except (ImportError, ValueError) as e:  # e.g. gs:// without gcsfs
-        raise OptionsError(f"--output {output}: {e}. Install the filesystem's extra (e.g. yamnet-beam[gcp]).") from e
-    if out.fs.isfile(out.root):
-        raise OptionsError(f"--output {output} is a file; pass a directory.")
-    existing = out.has_results()
-    if existing and mode == "error":
-        raise OptionsError(
-            f"--output {output} already holds results ({', '.join(existing)}/); choose a new directory, "
-            "or pass --mode resume to add what is missing, or --mode overwrite to replace them."
-        )
-    return out
-
-
-def _check_writable(out: OutputDir) -> None:
-    """Creates the output directory and writes a probe file, so a read-only target fails before any work."""
-    probe = f"{out.root}/{TMP_DIR}/.write-test-{uuid.uuid4().hex}"
-    try:
-        out.fs.makedirs(f"{out.root}/{TMP_DIR}", exist_ok=True)
-        out.fs.pipe(probe, b"")
-        out.fs.rm(probe)
-    except Exception as e:
-        raise OptionsError(
-            f"--output {out.uri} is not writable ({type(e).__name__}: {e}); choose another directory."
-        ) from e
-
-
-def _resolve_class_map(explicit: str | None, model_uri: str) -> str | None:
-    """--class_map, else $YAMNET_BEAM_CLASS_MAP, else the file beside the model, else the default places."""
-    if explicit:
-        return absolute_uri(explicit)
-    env = os.environ.get(CLASS_MAP_ENV, "").strip()
-    if env:
-        return env
-    fs, path = fsspec.core.url_to_fs(model_uri)
-    sibling = path.rsplit("/", 1)[0] + "/yamnet_class_map.csv"
-    if fs.exists(sibling):
-        return fs.unstrip_protocol(sibling) if "://" in model_uri else sibling
-    return default_class_map_uri()
-
-
-def _check_numbers(opts: YamnetOptions) -> int:
-    try:
-        hop = framing.hop_samples_from_seconds(opts.hop_s)
-    except ValueError as e:
-        raise OptionsError(f"--hop_s: {e}") from e
-    positive = {
-        "--block_s": opts.block_s,
-        "--frames_per_batch": opts.frames_per_batch,
-        "--row_group_rows": opts.row_group_rows,
-        "--part_files": opts.part_files,
-        "--part_mb": opts.part_mb,
-    }
-    for flag, value in positive.items():
-        if not value > 0:  # also refuses NaN
-            raise OptionsError(f"{flag} must be > 0, got {value}")
-    non_negative = {
-        "--decode_timeout_s": opts.decode_timeout_s,
-        "--max_duration_s": opts.max_duration_s,
-        "--shard_s": opts.shard_s,
-    }
-    for flag, value in non_negative.items():
-        if not value >= 0:  # also refuses NaN
-            raise OptionsError(f"{flag} must be >= 0 (0 disables it), got {value}")
-    if not 0 <= opts.fail_threshold <= 1:
-        raise OptionsError(f"--fail_threshold is a fraction of files in [0, 1], got {opts.fail_threshold}")
-    return hop
-
-
-def _check_head(head_dir: str | None, model: ModelInfo):
-    """``--head``: loaded (integrity checked) and refused if trained on another model, before any work."""
-    if not head_dir:
-        return None
-    from yamnet_beam.customize.head import check_model, load_head
-
-    head = load_head(absolute_uri(head_dir))
-    check_model(head, model.sha256, f"--model {model.uri}")
-    return head
-
-
-def plan_run(opts: YamnetOptions) -> RunPlan:
-    """Validates options, output, inputs, model and labels, and decides the work; changes nothing on disk."""
-    hop = _check_numbers(opts)
-    out = _check_output_path(opts.output, opts.mode)
-    specs = check_inputs(opts.input or [])
-    model_uri = absolute_uri(opts.model or default_model_uri())
-    try:
-        model_bytes = read_model_bytes(model_uri)
-        model = inspect_model(model_bytes, uri=model_uri)
-        # Not in the fingerprint: both paths give the same numbers.
-        inference = "per_frame" if opts.inference == "per_frame" else inference_path(model_bytes, hop)
-    except ModelError as e:
-        raise ModelError(f"--model {model_uri}: {e}") from e
-    labels = resolve_labels(model, _resolve_class_map(opts.class_map, model_uri))
-    max_duration = opts.max_duration_s or None
-    fp_params = {
-        "model_sha256": model.sha256,
-        "runtime": model.runtime,
-        "sample_rate": framing.SAMPLE_RATE,
-        "window_samples": framing.WINDOW_SAMPLES,
-        "hop_samples": hop,
-        "downmix": "mean",
-        "resampler": f"soxr-HQ, {RESAMPLE_CHUNK}-sample chunks",
-        "embedding_dtype": opts.embedding_dtype,
-        "max_duration_s": max_duration,
-    }
-    head = _check_head(opts.head, model)
-    if head is not None:
-        fp_params["head_sha256"] = head.sha256  # other head, other frames: resume re-processes them
-    fp = fingerprint(fp_params)
-    versions = installed()
-    settings = EmbedSettings(
-        hop_samples=hop,
-        block_seconds=opts.block_s,
-        frames_per_batch=opts.frames_per_batch,
-        row_group_rows=opts.row_group_rows,
-        decode_timeout_s=opts.decode_timeout_s or None,
-        max_duration_s=max_duration,
-        shard_seconds=opts.shard_s or None,
-        fingerprint=fp,
-        head_uri=absolute_uri(opts.head) if head is not None else None,
-        head_sha256=head.sha256 if head is not None else None,
-        versions=tuple(versions.items()),
-    )
-    metadata = {
-        **fp_params,
-        "fingerprint": fp,
-        "model_uri": model.uri,
-        "model_kind": model.kind,
-        "inference": inference,
-        "labels_source": labels.source,
-        "yamnet_beam_version": yamnet_beam.__version__,
-        "beam_version": beam.__version__,
-        "versions": versions,
-        **({"head_uri": absolute_uri(opts.head), "head_name": head.name, "head_classes": head.classes} if head else {}),
-    }
-    return RunPlan(out.uri, specs, uuid.uuid4().hex, model, labels, settings, metadata)
-
-
 def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_loader: ModelLoader | None = None):
     """Adds the job's steps to ``p`` and returns the PCollection of files rows.
 
@@ -328,33 +125,6 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan, opts: YamnetOptions, model_l
     return rows
 
 
-def read_summary(plan: RunPlan, wall_s: float) -> tuple[RunSummary, int]:
-    """The job's own tally (``_runs/<run_id>/summary.json``) as a :class:`RunSummary`, and its part count.
-
-    A missing file means the job did not finish; rows that differ from the files planned mean an input
-    was lost or doubled, which must not pass silently.
-    """
-    tally = read_json(f"{run_dir(plan.output, plan.run_id)}/{SUMMARY_FILE}")
-    if tally is None:
-        raise RuntimeError(f"The job finished without writing its summary under {run_dir(plan.output, plan.run_id)}")
-    rows, todo = int(tally.get("rows", 0)), int(tally.get("files_todo", 0))
-    if rows != todo:
-        _LOG.error("The job wrote %d files rows for %d planned inputs: see %s/files/", rows, todo, plan.output)
-    summary = RunSummary(
-        output=plan.output,
-        files_matched=rows + int(tally.get("skipped", 0)),
-        files_ok=int(tally.get("ok", 0)),
-        files_error=int(tally.get("error", 0)),
-        errors_by_kind=errors_by_kind(tally),
-        frames=int(tally.get("frames", 0)),
-        audio_hours=tally.get("duration_s", 0.0) / 3600,
-        wall_s=wall_s,
-        files_processed=rows,
-        audio_hours_processed=tally.get("processed_s", 0.0) / 3600,
-    )
-    return summary, int(tally.get("parts", 0))
-
-
 def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, started: _dt.datetime, parts: int) -> None:
     out = OutputDir(plan.output)
     manifest = {
@@ -384,60 +154,8 @@ def _write_manifest(plan: RunPlan, opts: YamnetOptions, summary: RunSummary, sta
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "wall_s": summary.wall_s,
     }
-    with out.fs.open(f"{out.root}/manifest.json", "w") as f:
+    with out.fs.open(out.path(MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True, default=str)
-
-
-class _Progress:
-    """Reports progress while a run goes on, from what it has committed: runner-agnostic (local,
-    Dataflow or Flink alike), since files/ parts are the record of what is done."""
-
-    def __init__(
-        self, out: OutputDir, total_files: int | None, interval_s: float, stream=None, plan_uri: str | None = None
-    ):
-        """``total_files`` None: read from ``plan_uri`` (the job's plan.json) once the job has written it."""
-        self._out, self._total, self._interval, self._plan_uri = out, total_files, interval_s, plan_uri
-        self._stream = stream or sys.stderr
-        self._seen = out.committed_parts()
-        self._files = 0
-        self._audio_s = 0.0
-        self._t0 = time.perf_counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="yamnet-beam-progress", daemon=True)
-
-    def __enter__(self):
-        if self._interval > 0 and (self._total or self._plan_uri):
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-
-    def poll(self) -> str:
-        new = self._out.committed_parts() - self._seen
-        for table in self._out.read_parts(new, ["duration_s"]):
-            self._files += table.num_rows
-            self._audio_s += sum(d for d in table.column("duration_s").to_pylist() if d)
-        self._seen |= new
-        wall = time.perf_counter() - self._t0
-        if self._total is None and self._plan_uri:
-            plan = read_json(self._plan_uri)
-            self._total = None if plan is None else int(plan["files_todo"])
-        total = "?" if self._total is None else self._total
-        listing = ", listing inputs" if self._total is None else ""
-        return (
-            f"yamnet-beam: {self._files}/{total} files done{listing}, {self._audio_s / 3600:.2f} h audio, "
-            f"{self._audio_s / wall if wall else 0:.0f}x realtime, {wall:.0f} s"
-        )
-
-    def _loop(self):
-        while not self._stop.wait(self._interval):
-            try:
-                print(self.poll(), file=self._stream, flush=True)
-            except Exception as e:  # progress must never break a run
-                _LOG.debug("progress poll failed: %s", e)
 
 
 def run(
@@ -458,9 +176,22 @@ def run(
     plan = plan_run(opts)
     pin_worker_versions(options, dict(plan.settings.versions))
     out = OutputDir(plan.output)
+    with take_lease(out, "run", take_over_stale=opts.mode != "error"):
+        return _run_holding_lease(plan, opts, options, argv, out, test_pipeline, model_loader)
+
+
+def _run_holding_lease(
+    plan: RunPlan,
+    opts: YamnetOptions,
+    options: PipelineOptions,
+    argv: Sequence[str],
+    out: OutputDir,
+    test_pipeline: beam.Pipeline | None,
+    model_loader: ModelLoader | None,
+) -> RunSummary:
     if opts.mode == "overwrite":
         out.clear()
-    _check_writable(out)
+    check_writable(out)
     removed = out.remove_uncommitted()  # leftovers of a killed run: never visible to readers, now gone
     if removed:
         _LOG.warning("Removed %d uncommitted files of an interrupted run", len(removed))
@@ -481,7 +212,7 @@ def run(
     plan_uri = f"{run_dir(plan.output, plan.run_id)}/{PLAN_FILE}"
     before = out.committed_parts()
     try:
-        with _Progress(out, None, opts.progress_interval_s, plan_uri=plan_uri):
+        with Progress(out, None, opts.progress_interval_s, plan_uri=plan_uri):
             p.run().wait_until_finish()
     except BaseException as e:
         if not is_interrupt(e):
@@ -489,7 +220,7 @@ def run(
         raise _interrupted(out, before, argv, plan_uri) from None
     wall_s = time.perf_counter() - t0
     out.remove_uncommitted()  # the run is over: nothing is in flight, so _tmp/ goes (retried attempts' leftovers too)
-    write_labels_csv(plan.labels, f"{plan.output}/labels.csv")
+    write_labels_csv(plan.labels, out.child_uri(LABELS_CSV))
     summary, parts = read_summary(plan, wall_s)
     _write_manifest(plan, opts, summary, started, parts)
     print(summary.format())

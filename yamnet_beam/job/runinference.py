@@ -15,14 +15,14 @@ per-frame ``invoke()``.
 Threads: RunInference loads the model once per *process* and hands the same object to every
 thread running the DoFn (``beam.utils.shared.Shared``), and with ``large_model``/``model_copies``
 it serves one copy to concurrent callers from another process. A TFLite interpreter is not
-thread-safe, so :meth:`YamnetModelHandler.load_model` returns a :class:`PerThreadYamnet`, which
-builds one :class:`~yamnet_beam.model.YamnetModel` (interpreter) per calling thread on first use.
+thread-safe, so :meth:`YamnetModelHandler.load_model` returns a
+:class:`~yamnet_beam.model.loader.PerThreadYamnet`, which builds one model per calling thread on first
+use, with the job's :class:`~yamnet_beam.model.loader.ModelLoader`.
 The model bytes are read and analysed once per process (cached in :mod:`yamnet_beam.model`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,34 +30,8 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from yamnet_beam import framing
-from yamnet_beam.model import DEFAULT_BATCH, ModelInfo, YamnetModel
-
-
-class PerThreadYamnet:
-    """A thread-safe stand-in for :class:`YamnetModel`: one interpreter per thread that calls it."""
-
-    def __init__(self, uri: str, num_threads: int = 1) -> None:
-        self.uri = uri
-        self.num_threads = num_threads
-        self._local = threading.local()
-        self.info: ModelInfo = self.model().info  # load now, so a bad model fails in load_model
-
-    def model(self) -> YamnetModel:
-        """This thread's interpreter (created on the thread's first call)."""
-        m = getattr(self._local, "model", None)
-        if m is None:
-            m = self._local.model = YamnetModel.from_uri(self.uri, self.num_threads)
-        return m
-
-    def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [F, 521] and embeddings [F, 1024] for frames [F, 15600], per-frame invoke on this thread's model."""
-        return self.model().predict(frames)
-
-    def embed(
-        self, example: np.ndarray, hop_samples: int = framing.HOP_SAMPLES, batch: int = DEFAULT_BATCH
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`YamnetModel.embed` (batched where possible) on this thread's model."""
-        return self.model().embed(example, hop_samples, batch)
+from yamnet_beam.model import DEFAULT_BATCH
+from yamnet_beam.model.loader import ModelLoader, PerThreadYamnet
 
 
 def check_example(example: np.ndarray) -> np.ndarray:
@@ -93,7 +67,7 @@ class YamnetModelHandler(ModelHandler[np.ndarray, PredictionResult, PerThreadYam
         self._batch = frames_per_batch
 
     def load_model(self) -> PerThreadYamnet:
-        return PerThreadYamnet(self._model_uri, self._num_threads)
+        return PerThreadYamnet(ModelLoader(self._model_uri, self._num_threads))
 
     def update_model_path(self, model_path: str | None = None) -> None:
         if model_path:

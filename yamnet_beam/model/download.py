@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import fsspec
+
+from yamnet_beam.errors import UserError
 from yamnet_beam.model import NUM_CLASSES, ModelError, ModelInfo, inspect_model
 from yamnet_beam.model.labels import LabelsError, load_class_map
 from yamnet_beam.uris import absolute_uri
@@ -60,7 +63,7 @@ NOT_FOUND_HINT = f"run `yamnet-beam download` to fetch it, or {OFFLINE_HINT}"
 _OFFLINE = f"without network access, {OFFLINE_HINT}"
 
 
-class DownloadError(ValueError):
+class DownloadError(UserError, ValueError):
     """A download was asked wrongly, failed, or fetched something unusable.
 
     Nothing new is left in the destination when it is raised.
@@ -140,21 +143,29 @@ def default_model_uri() -> str:
     raise ModelError(f"no YAMNet model found (not in ./models/ nor the user cache); {NOT_FOUND_HINT}")
 
 
-def default_class_map_uri() -> str | None:
-    """The class map to use when none is given, or None (the model may carry its own labels).
+def resolve_class_map(explicit: str | None = None, model_uri: str | None = None) -> str | None:
+    """The class map every command uses (``run``, ``export``, a query's model), or None (the model may carry
+    its own labels). One precedence, stated in README "Models":
 
-    Order: ``$YAMNET_BEAM_CLASS_MAP``, the file beside the default model, then the same folders
-    as :func:`default_model_uri`.
+    1. the explicit ``--class_map``;
+    2. ``$YAMNET_BEAM_CLASS_MAP`` (any path or URL, not checked here);
+    3. ``yamnet_class_map.csv`` beside the model (``model_uri``, else the default model);
+    4. the default places, in :func:`default_model_uri`'s order.
     """
+    if explicit:
+        return absolute_uri(explicit)
     env = os.environ.get(CLASS_MAP_ENV, "").strip()
     if env:
         return env
-    dirs = []
-    with contextlib.suppress(ModelError):
-        model = default_model_uri()
-        if "://" not in model:
-            dirs.append(Path(model).expanduser().parent)
-    for d in [*dirs, *_search_dirs()]:
+    if model_uri is None:
+        with contextlib.suppress(ModelError):
+            model_uri = default_model_uri()
+    if model_uri:
+        fs, path = fsspec.core.url_to_fs(absolute_uri(model_uri))
+        sibling = path.rsplit("/", 1)[0] + "/" + CLASS_MAP_FILENAME
+        if fs.exists(sibling):
+            return fs.unstrip_protocol(sibling) if "://" in model_uri else sibling
+    for d in _search_dirs():
         if (d / CLASS_MAP_FILENAME).is_file():
             return str(d / CLASS_MAP_FILENAME)
     return None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.framing import WINDOW_SAMPLES
 
 NUM_CLASSES = 521  # YAMNet's signature: AudioSet classes
@@ -34,7 +35,7 @@ _MAX_WALK = 16
 CUSTOM_SCORES_TENSOR = "custom_scores"
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """The model cannot be read or is not a usable YAMNet model; the message says what to do."""
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.model.runtime import ModelInfo
 from yamnet_beam.uris import local_or_url
 
@@ -24,7 +25,7 @@ _FIX_HINT = (
 )
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError, ValueError):
     """Labels are missing, malformed or do not match the model; the message says what to do."""
 
 

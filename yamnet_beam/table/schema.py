@@ -1,4 +1,4 @@
-"""The output tables' Arrow schemas and builders: the one place that says what a row is.
+"""The output tables' Arrow schemas, builders and readers: the one place that says what a row is.
 
 Builders take contiguous numpy blocks and wrap them as Arrow arrays without per-row Python
 objects, so writing costs little next to inference.
@@ -7,14 +7,15 @@ objects, so writing costs little next to inference.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from yamnet_beam.model import EMBEDDING_DIM, NUM_CLASSES
+from yamnet_beam.errors import UserError
+from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
 
 METADATA_KEY = b"yamnet_beam"
 EMBEDDING_DTYPES = ("float32", "float16")
@@ -51,9 +52,6 @@ def frames_schema(
         ]
     )
     return with_metadata(schema, metadata)
-
-
-HEADS_DIR = "heads"  # OUTPUT/heads/<head name>/: a head applied to a finished output (``yamnet-beam apply``)
 
 
 def head_fields(num_classes: int) -> list[pa.Field]:
@@ -186,6 +184,27 @@ def read_table(f: Any, columns: Sequence[str] | None = None) -> pa.Table:
     return parquet_file(f).read(columns=list(columns) if columns else None)
 
 
+class TableError(UserError):
+    """A table that does not hold what its schema promises (damaged or hand-made); the message says what to do."""
+
+
+def list_matrix(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A (fixed-size) list column as a ``[rows, width]`` numpy array, zero-copy when it is one contiguous chunk.
+
+    Lists read back through DuckDB are variable-size: their width is then that of the (equal) rows.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if arr.null_count:
+        raise TableError("a list column holds nulls; the frames table never should: is the file damaged?")
+    values = arr.flatten()
+    if pa.types.is_fixed_size_list(arr.type):
+        width = arr.type.list_size
+    else:
+        width = len(values) // len(arr) if len(arr) else 0
+    return values.to_numpy(zero_copy_only=False).reshape(len(arr), width)
+
+
 def _fixed_size_list(values: np.ndarray, dtype: np.dtype) -> pa.FixedSizeListArray:
     values = np.ascontiguousarray(values, dtype=dtype)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
@@ -273,42 +292,3 @@ def file_row(
 def files_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema = FILES_SCHEMA) -> pa.Table:
     """Batches files/ rows into one Arrow table of the declared schema."""
     return pa.Table.from_pylist(list(rows), schema=schema)
-
-
-# --------------------------------------------------------------------------------------------
-# Output layout: where the tables live and when a part is committed (readers and writers agree here)
-
-FRAMES_DIR = "frames"
-FILES_DIR = "files"
-TMP_DIR = "_tmp"
-RUNS_DIR = "_runs"  # _runs/<run_id>/plan.json and summary.json: what each run planned and did, written by the job
-PREFIX = "part-"
-SUFFIX = ".parquet"
-SEGMENT_MARK = "-s"  # frames/part-<id>-s00003.parquet: segment 3 of the long file committed by files/part-<id>
-
-
-def part_name(directory: str, part_id: str) -> str:
-    """``DIR/part-<id>.parquet``."""
-    return f"{directory}/{PREFIX}{part_id}{SUFFIX}"
-
-
-def part_id_of(path: str) -> str | None:
-    """The part id in a part file's name, or None for any other file."""
-    base = path.rstrip("/").rsplit("/", 1)[-1]
-    if base.startswith(PREFIX) and base.endswith(SUFFIX):
-        return base[len(PREFIX) : -len(SUFFIX)]
-    return None
-
-
-def marker_id(frames_id: str) -> str:
-    """The files part that commits a frames part: itself, or for a segment, its file's part."""
-    return frames_id.split(SEGMENT_MARK, 1)[0]
-
-
-def committed_frames(frames_paths: Iterable[str], files_paths: Iterable[str]) -> list[str]:
-    """The frames files whose commit marker (files part) exists: what readers may use.
-
-    Anything else is the leftover of an interrupted commit, which the next run removes.
-    """
-    markers = {part_id_of(p) for p in files_paths}
-    return [p for p in frames_paths if (pid := part_id_of(p)) is not None and marker_id(pid) in markers]

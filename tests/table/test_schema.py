@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from yamnet_beam import framing
-from yamnet_beam.job import schema
+from yamnet_beam.table import schema
 
 
 def _table(dtype: str, count: int = 5, first: int = 3):

@@ -11,10 +11,12 @@ import soundfile as sf
 from tests.support.fakes import FailingModelLoader, FakeModel, FakeModelLoader
 from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
-from yamnet_beam.job import schema
+from yamnet_beam.job.embed import _EmbedPartFn
+from yamnet_beam.job.frames import EmbedSettings
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.parts import Part
-from yamnet_beam.job.transforms import EmbedSettings, ModelLoader, _EmbedPartFn
+from yamnet_beam.model.loader import ModelLoader
+from yamnet_beam.table import schema
 
 LABELS = [f"class{i}" for i in range(521)]
 

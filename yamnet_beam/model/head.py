@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from yamnet_beam.errors import UserError
 from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
 
 FORMAT = "yamnet-beam-head"
@@ -31,7 +32,7 @@ ACTIVATIONS = ("softmax", "sigmoid")
 FORBIDDEN_WIDTHS = (EMBEDDING_DIM, NUM_CLASSES)
 
 
-class HeadError(ValueError):
+class HeadError(UserError, ValueError):
     """A head directory that cannot be used as asked; the message says what to do."""
 
 

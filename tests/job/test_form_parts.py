@@ -8,10 +8,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 
-from yamnet_beam.job import parts as form_parts
+from yamnet_beam.job import parts as part_rules
+from yamnet_beam.job.form_parts import FormParts
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.parts import cut_bucket, part_shape
-from yamnet_beam.job.planning import FormParts
 
 _COLLECTED: list = []
 
@@ -20,7 +20,7 @@ def _collect(x) -> None:
     _COLLECTED.append(x)
 
 
-def _parts(items, **kw) -> list[form_parts.Part]:
+def _parts(items, **kw) -> list[part_rules.Part]:
     _COLLECTED.clear()
     with beam_test_pipeline.TestPipeline() as p:
         p | beam.Create(items) | FormParts("fp", **kw) | beam.Map(_collect)
@@ -51,8 +51,8 @@ def test_every_input_in_exactly_one_part(n, part_files):
 def test_part_count_close_to_todays(n):
     """At least today's count (small inputs still spread over ~16 parts), at most ~1/BUCKET_PARTS more."""
     files, items = _items(n, seed=n)
-    today = len(form_parts.plan_parts(files, "fp"))
-    assert today <= len(_parts(items)) <= today * (1 + 1 / form_parts.BUCKET_PARTS) + 1
+    today = len(part_rules.plan_parts(files, "fp"))
+    assert today <= len(_parts(items)) <= today * (1 + 1 / part_rules.BUCKET_PARTS) + 1
 
 
 def test_part_ids_do_not_depend_on_element_order_or_runs():
@@ -82,8 +82,9 @@ def test_pipeline_proto_does_not_grow_with_the_inputs(tmp_path, model_path, clas
     """The graph carries one spec per --input, not the inputs: 10 and 20 000 manifest entries, same proto size."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from yamnet_beam.job.checks import plan_run
     from yamnet_beam.job.options import YamnetOptions
-    from yamnet_beam.job.pipeline import build_pipeline, plan_run
+    from yamnet_beam.job.pipeline import build_pipeline
 
     sizes = []
     for n in (10, 20_000):
