@@ -21,6 +21,7 @@ from yamnet_beam.job.pipeline import RunInterrupted, is_interrupt
 from yamnet_beam.job.staging import pin_worker_versions
 from yamnet_beam.model.head import check_model, load_head
 from yamnet_beam.table import schema
+from yamnet_beam.table.layout import HEADS_DIR
 from yamnet_beam.table.lease import Lease
 from yamnet_beam.table.output import OutputDir
 from yamnet_beam.table.parts import parquet_options
@@ -79,13 +80,11 @@ def apply_head(output: str, head_dir: str, argv: Sequence[str] | None = None, mo
         raise OptionsError(f"{output} has no committed frames/ parts: pass the --output directory of a finished run")
     model_sha = out.run_value("model_sha256", "")
     check_model(head, model_sha, output)
+    dest = out.head_dir(head.name)
+    if mode != "overwrite" and out.fs.exists(dest):  # before the lease and any work: the one overwrite rule
+        raise OptionsError(f"{output}/{HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it")
     with take_lease(out, "apply", take_over_stale=True):  # apply is idempotent: a dead one's lease is taken over
-        dest = out.head_dir(head.name)
         if out.fs.exists(dest):
-            if mode != "overwrite":
-                raise OptionsError(
-                    f"{output}/{schema.HEADS_DIR}/{head.name} already exists; pass --mode overwrite to replace it"
-                )
             out.fs.rm(dest, recursive=True)
         out.fs.makedirs(dest, exist_ok=True)
         metadata = {

@@ -31,6 +31,11 @@ from yamnet_beam.table.output import OutputDir
 
 _LOG = logging.getLogger(__name__)
 
+# Tokens of the leases this process holds now: a lease naming this pid with another token was left by a job
+# of this process that is over (it crashed before releasing it), so it is provably gone too.
+_HELD_HERE: set[str] = set()
+_HELD_LOCK = threading.Lock()
+
 STALE_S = 600.0  # a lease not renewed for 10 minutes belongs to a dead job (renewed every minute while alive)
 RENEW_S = 60.0
 
@@ -102,6 +107,10 @@ class Lease:
             return "the lease file is unreadable (its writer died while writing it)"
         if holder.host == socket.gethostname() and not _process_alive(holder.pid):
             return f"pid {holder.pid} is no longer running on {holder.host}"
+        if holder.host == socket.gethostname() and holder.pid == os.getpid():
+            with _HELD_LOCK:
+                if holder.token not in _HELD_HERE:
+                    return f"this process (pid {holder.pid}) holds it no more: the job that took it has ended"
         age = (time.time() if now is None else now) - holder.renewed
         if age > self.stale_s:
             return f"it was last renewed {age:.0f} s ago (stale after {self.stale_s:.0f} s)"
@@ -124,6 +133,18 @@ class Lease:
     def _create(self, holder: Holder) -> bool:
         """Writes the lease only if absent; True when it is ours (read back, so a lost race is seen)."""
         data = json.dumps(asdict(holder), sort_keys=True).encode()
+        with _HELD_LOCK:  # ours from the moment it may exist: another thread must not take it for a dead one's
+            _HELD_HERE.add(holder.token)
+        ours = False
+        try:
+            ours = self._write_if_absent(data, holder.token)
+        finally:
+            if not ours:
+                with _HELD_LOCK:
+                    _HELD_HERE.discard(holder.token)
+        return ours
+
+    def _write_if_absent(self, data: bytes, token: str) -> bool:
         fs = self.out.fs
         fs.makedirs(self.out.root, exist_ok=True)
         try:
@@ -136,7 +157,7 @@ class Lease:
         except FileExistsError:
             return False
         stored = self.current()
-        return stored is not None and stored.token == holder.token
+        return stored is not None and stored.token == token
 
     def acquire(self, take_over_stale: bool) -> Holder | None:
         """Takes the lease, or raises :class:`LeaseHeldError` naming the holder; returns a stale holder replaced."""
@@ -150,7 +171,7 @@ class Lease:
             token=uuid.uuid4().hex,
         )
         if self._create(mine):
-            self.holder = mine
+            self._hold(mine)
             return None
         other = self.current()
         stale = self.why_stale(other)
@@ -171,8 +192,11 @@ class Lease:
                 f"{where} was taken over just now by {winner.describe() if winner else 'another job'}: "
                 "wait for it to finish or choose another --output"
             )
-        self.holder = mine
+        self._hold(mine)
         return other
+
+    def _hold(self, mine: Holder) -> None:
+        self.holder = mine  # its token is in _HELD_HERE since _create
 
     def renew(self) -> None:
         """Rewrites the lease with the time now, if it is still ours (never over another job's)."""
@@ -189,10 +213,14 @@ class Lease:
         """Removes the lease if it is still ours."""
         if self.holder is None:
             return
-        stored = self.current()
-        if stored is not None and stored.token == self.holder.token:
-            self.out.fs.rm(self.path)
-        self.holder = None
+        try:
+            stored = self.current()
+            if stored is not None and stored.token == self.holder.token:
+                self.out.fs.rm(self.path)
+        finally:  # even when the file cannot be removed, this process no longer holds it
+            with _HELD_LOCK:
+                _HELD_HERE.discard(self.holder.token)
+            self.holder = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.renew_s):
