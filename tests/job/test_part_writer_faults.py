@@ -7,6 +7,7 @@ where an uninterrupted run ends. The order of the renames is read from the files
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -82,6 +83,7 @@ def test_killed_at_every_step_of_a_commit_shows_all_or_nothing(tmp_path):
     log = _ops_of_a_commit(tmp_path)
     assert {op for op, _ in log} >= {"makedirs", "open", "write", "mv"}
     for i, fault in enumerate(_kill_points(log)):
+        gc.collect()  # the last "killed" writer's objects are finalised now, not while the next fault is planted
         out = tmp_path / f"out{i}"
         with faulty_filesystem(fault) as state:
             with pytest.raises((Killed, PartWriteError)):  # a write's failure reaches the caller as PartWriteError
@@ -164,6 +166,7 @@ def test_killed_at_every_step_of_a_resume_drop_then_dropped_again(tmp_path):
     assert expected == (["/a.wav"], ["/a.wav"] * 3)
     assert {op for op, _ in log} >= {"write", "mv", "rm"}
     for i, fault in enumerate(_kill_points(log)):
+        gc.collect()  # the last "killed" writer's objects are finalised now, not while the next fault is planted
         out = tmp_path / f"out{i}"
         two_parts(out)
         with faulty_filesystem(fault) as state:

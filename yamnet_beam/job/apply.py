@@ -53,13 +53,18 @@ class _ApplyHeadFn(beam.DoFn):
         plain = self._schema.remove_metadata()
         src_fs, src = fsspec.core.url_to_fs(frames_part)
         with src_fs.open(src, "rb") as f, fs.open(tmp, "wb") as out:
-            with pq.ParquetWriter(out, self._schema, **parquet_options(self._schema)) as writer:
+            writer = pq.ParquetWriter(out, self._schema, **parquet_options(self._schema))
+            try:
                 for batch in schema.parquet_file(f).iter_batches(batch_size=8192, columns=COLUMNS):
                     head = self._head.scores(schema.list_matrix(batch.column("embedding")))
                     arrays = [batch.column(c) for c in COLUMNS[:4]]
                     arrays += schema.head_arrays(head, self._head.classes, self._head.thresholds)
                     writer.write_table(pa.Table.from_arrays(arrays, schema=plain))
                     rows += batch.num_rows
+                writer.close()
+            except BaseException:  # Ctrl-C or a failure mid-part: the temp part is abandoned (and removed) ...
+                writer.is_open = False  # ... so its writer must not close itself onto the closed stream when collected
+                raise
         fs.mv(tmp, f"{dest}/{name}")
         yield rows
 

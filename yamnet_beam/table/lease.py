@@ -4,7 +4,8 @@ Two jobs writing one output lose rows silently (one's ``--mode overwrite`` remov
 just committed, while its files rows stay ``ok``). So ``run`` and ``apply`` take ``OUTPUT/_lease.json``
 before any work and refuse, naming the holder (host, pid, start time), when a live job holds it.
 
-The lease is created only if absent: ``O_EXCL`` on a local disk, fsspec's ``pipe_file(mode="create")``
+The lease is created only if absent: a hard link (atomic like ``O_EXCL``, and never seen half-written) on a
+local disk, fsspec's ``pipe_file(mode="create")``
 elsewhere (a conditional write: GCS ``ifGenerationMatch=0``, S3 ``If-None-Match: *``); the file is then read
 back, so of two jobs that both believe they created it, only the one whose token it holds goes on. The holder
 renews it every :data:`RENEW_S` seconds. A lease is *stale* when its holder is provably gone (same host, no
@@ -150,10 +151,14 @@ class Lease:
         try:
             if self.out.remote:
                 fs.pipe_file(self.path, data, mode="create")  # a conditional write where the store has one
-            else:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as f:
+            else:  # written whole under a private name, then linked: O_EXCL's atomicity, never a half-written lease
+                tmp = f"{self.path}.{token}"
+                with open(tmp, "wb") as f:
                     f.write(data)
+                try:
+                    os.link(tmp, self.path)
+                finally:
+                    os.unlink(tmp)
         except FileExistsError:
             return False
         stored = self.current()
