@@ -8,10 +8,8 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tests.support.helpers import interrupt_cli
 from yamnet_beam.model.download import NOT_FOUND_HINT, OFFLINE_HINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,22 +177,9 @@ def _rows(out: Path) -> tuple[list, list]:
 
 def test_ctrl_c_says_what_is_committed_and_resume_finishes_with_identical_rows(tmp_path, many_files, model_path):
     base = ["--input", str(many_files), "--model", str(model_path), "--part_files", "2"]
-    cmd = [sys.executable, "-m", "yamnet_beam.cli", "run", *base, "--output", "out"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        files_dir = tmp_path / "out" / "files"
-        while not (files_dir.is_dir() and len(list(files_dir.glob("*.parquet"))) >= 3):
-            assert proc.poll() is None and time.monotonic() < deadline, "the job ended before it could be stopped"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    files_dir = tmp_path / "out" / "files"
+    code, err = interrupt_cli(["run", *base, "--output", "out"], files_dir, cwd=tmp_path)
+    assert code == 130, err
     lines = err.splitlines()
     assert len(lines) == 1, err
     committed = sum(pq.read_table(p).num_rows for p in files_dir.glob("*.parquet"))

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +9,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from tests.customize.conftest import HOP
+from tests.support.helpers import interrupt_cli
 from yamnet_beam.cli import main
 from yamnet_beam.job.pipeline import run
 from yamnet_beam.table import schema
@@ -60,21 +56,8 @@ def test_ctrl_c_during_apply_says_what_was_scored_and_leaves_no_temporary_part(t
     out = tmp_path / "out"
     run(["--input", str(audio), "--output", str(out), "--hop_s", HOP, "--part_files", "1", *model_args])
     dest = out / "heads" / head.name
-    cmd = [sys.executable, "-m", "yamnet_beam.cli", "apply", str(out), "--head", str(head_dir)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while not (dest.is_dir() and len(list(dest.glob("part-*.parquet"))) >= 3):
-            assert proc.poll() is None and time.monotonic() < deadline, "apply ended before it could be stopped"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    code, err = interrupt_cli(["apply", str(out), "--head", str(head_dir)], dest)
+    assert code == 130, err
     scored = len(list(dest.glob("part-*.parquet")))
     assert err == (
         f"yamnet-beam: interrupted; {scored} of 150 parts scored in {dest}; run the same command with "

@@ -56,3 +56,29 @@ def png_stats(png: bytes) -> dict[str, float]:
         "colours": len(np.unique(rgb, axis=0)),
         "rgb": rgb,
     }
+
+
+def interrupt_cli(argv: list[str], committed: Path, cwd: Path | None = None, at_least: int = 3) -> tuple[int, str]:
+    """Runs ``python -m yamnet_beam.cli ARGV``, sends Ctrl-C (SIGINT) once ``committed`` holds ``at_least``
+    parquet parts, and returns its exit code and stderr; the process is killed by its PID if it outlives that."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "yamnet_beam.cli", *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (committed.is_dir() and len(list(committed.glob("*.parquet"))) >= at_least):
+            assert proc.poll() is None and time.monotonic() < deadline, f"{argv[0]} ended before it could be stopped"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
