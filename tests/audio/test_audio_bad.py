@@ -428,11 +428,14 @@ def test_decoder_hanging_mid_stream_times_out_after_the_blocks_before(scripted) 
 
 
 def test_timeout_counts_total_waiting_not_per_block(scripted) -> None:
-    """Each block arrives well within the limit, but this file keeps the caller waiting longer in total."""
-    data = _wav_bytes(_tone(440, SR, 10.0), SR)
-    uri = scripted("slow.wav", data, seconds_per_byte=1.2 / len(data))  # ~0.12 s per 1 s block
+    """Each block arrives well within the limit, but this file keeps the caller waiting longer in total.
+
+    Margins wide enough for a loaded machine: a block takes ~0.12 s against a 1.5 s limit, the file 3.6 s.
+    """
+    data = _wav_bytes(_tone(440, SR, 30.0), SR)
+    uri = scripted("slow.wav", data, seconds_per_byte=3.6 / len(data))  # ~0.12 s per 1 s block
     got: list[np.ndarray] = []
-    with pytest.raises(AudioDecodeError) as err, open_audio(uri, block_seconds=1.0, timeout_s=0.5) as s:
+    with pytest.raises(AudioDecodeError) as err, open_audio(uri, block_seconds=1.0, timeout_s=1.5) as s:
         got.extend(s.blocks())
     assert err.value.kind == "timeout"
     assert len(got) >= 2  # no single wait reached the limit
