@@ -76,6 +76,30 @@ def test_stream_framer_holds_bounded_audio():
     assert framer.frames_emitted == (50 * 160_000 - WINDOW_SAMPLES) // HOP_SAMPLES + 1
 
 
+@pytest.mark.parametrize("n", [0, 1, 15600, 160_000, 160_000 + 7680, 80_001])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_a_final_push_equals_push_then_finish(n, blocks):
+    """The last block pushed with ``final`` gives the frames of push + finish, in one span when they fit."""
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
+    parts = np.array_split(x, blocks)
+    framer = framing.StreamFramer(max_batch=64)
+    spans = [s for p in parts[:-1] for s in framer.push_spans(p)]
+    last = [(s.first_frame, s.frames()) for s in framer.push_spans(parts[-1], final=True)]
+    assert framer.finished and framer.total_samples == n
+    got = [s.frames() for s in spans] + [f for _, f in last]
+    np.testing.assert_array_equal(np.concatenate(got), framing.frame_signal(x))
+    if blocks == 1:
+        assert len(last) == 1  # a clip of one block: one span, so one front-end invoke
+    with pytest.raises(RuntimeError, match="new StreamFramer"):
+        list(framer.push_spans(x[:1]))
+
+
+def test_a_final_push_does_not_change_the_callers_block():
+    block = np.arange(20_000, dtype=np.float32)
+    list(framing.StreamFramer().push_spans(block, final=True))
+    np.testing.assert_array_equal(block, np.arange(20_000, dtype=np.float32))
+
+
 @pytest.mark.parametrize(
     "n,expected_last", [(0, 0), (1, 1), (15600, 15600), (15601, 15601 - HOP_SAMPLES), (23281, 23281 - 2 * HOP_SAMPLES)]
 )

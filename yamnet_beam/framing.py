@@ -138,14 +138,24 @@ class StreamFramer:
             self._buf = self._buf[keep_from:].copy()
             self._buf_start += keep_from
 
-    def push_spans(self, block: np.ndarray) -> Iterator[FrameSpan]:
-        """Adds samples and yields every span of frames that is now complete."""
+    def push_spans(self, block: np.ndarray, final: bool = False) -> Iterator[FrameSpan]:
+        """Adds samples and yields every span of frames that is now complete.
+
+        ``final``: ``block`` is the signal's last, so this also finishes (as :meth:`finish_spans`). A short
+        file then takes one span, not the frames its block completes plus a padded remainder apart (which
+        would cost a second front-end invoke, its shared rows computed twice, and a partial CNN batch).
+        """
         if self.finished:
             raise RuntimeError("push after finish: start a new StreamFramer for the next signal")
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         self.total_samples += len(block)
-        self._buf = np.concatenate([self._buf, block]) if len(self._buf) else block.copy()
-        yield from self._emit(final=False)
+        if len(self._buf):
+            self._buf = np.concatenate([self._buf, block])
+        else:
+            # Final: nothing is kept after this call, and the zero-padded tail is a new array anyway.
+            self._buf = block if final else block.copy()
+        self.finished = final
+        yield from self._emit(final=final)
 
     def finish_spans(self) -> Iterator[FrameSpan]:
         """Yields the remaining spans, the last frame zero-padded (one frame even for empty input)."""

@@ -336,6 +336,17 @@ def test_a_stream_of_blocks_equals_the_whole_signal(model: YamnetModel, referenc
         list(stream.push(x[:10]))
 
 
+@pytest.mark.parametrize("seconds", [5.0, 10.0, 0.5])
+@pytest.mark.parametrize("batch", [4, 3])
+def test_a_clip_pushed_as_its_last_block_equals_per_frame_invoke(model, reference, speech, seconds, batch) -> None:
+    """How the job feeds a short file: its one block pushed with ``final``, one span through both subgraphs."""
+    x = long_signal(speech, seconds)[: int(seconds * 16000)]
+    stream = model.stream(HOP_SAMPLES, batch)
+    results = list(stream.push(x, final=True))
+    assert len(results) == 1 and stream.finished
+    assert_bit_identical(_collect(results), per_frame(reference, x))
+
+
 def test_a_stream_started_at_a_frame_index_gives_that_frame_on(model: YamnetModel, long_case) -> None:
     """What a segment of a long file does: its samples from frame i's start; not finished unless it is the last."""
     x, want = long_case
