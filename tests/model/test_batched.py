@@ -347,6 +347,21 @@ def test_a_clip_pushed_as_its_last_block_equals_per_frame_invoke(model, referenc
     assert_bit_identical(_collect(results), per_frame(reference, x))
 
 
+@pytest.mark.parametrize("end", ["finish", "flush"])
+def test_whole_batch_pushes_equal_per_frame_invoke(model: YamnetModel, reference, speech, end: str) -> None:
+    """As the job pushes 10 s blocks: 21 frames each, so frames are held back to keep every CNN batch whole."""
+    x = long_signal(speech, 47.0)
+    stream = model.stream(HOP_SAMPLES, 4)
+    results = [r for i in range(0, len(x), 160_000) for r in stream.push(x[i : i + 160_000], whole=True)]
+    assert all(len(r) % 4 == 0 for r in results)
+    results += list(stream.finish() if end == "finish" else stream.flush())
+    want = per_frame(reference, x)
+    if end == "flush":  # the end of a segment: complete frames only
+        count = (len(x) - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+        want = (want[0][:count], want[1][:count])
+    assert_bit_identical(_collect(results), want)
+
+
 def test_a_stream_started_at_a_frame_index_gives_that_frame_on(model: YamnetModel, long_case) -> None:
     """What a segment of a long file does: its samples from frame i's start; not finished unless it is the last."""
     x, want = long_case

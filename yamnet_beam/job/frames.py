@@ -189,6 +189,7 @@ class _ModelFn(_OutputFn):
 
         Looks one block ahead, so the last block is pushed together with the finish: a file of one block (a
         short clip) is then one span through the model. The decoder runs ahead anyway, so this waits for nothing.
+        Blocks are pushed for whole CNN batches; the frames held back go with the next block or the end.
         """
         blocks = stream.blocks()
         block = self._next_block(blocks)
@@ -201,10 +202,14 @@ class _ModelFn(_OutputFn):
                 following = self._next_block(blocks)
             except Exception:  # keep the audio decoded before the failure: frame it as the handler expects
                 self._write_results(path, frames.push(block), frames, writer, first_frame, start_sample)
+                self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
                 raise
             last = following is None and finish
-            self._write_results(path, frames.push(block, last), frames, writer, first_frame, start_sample)
+            results = frames.push(block, final=last, whole=True)
+            self._write_results(path, results, frames, writer, first_frame, start_sample)
             if following is None:
+                if not finish:  # a segment's end: the frames held back for a whole CNN batch
+                    self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
                 return
             block = following
 

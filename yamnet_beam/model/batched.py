@@ -76,9 +76,15 @@ class FrameStream:
     def finished(self) -> bool:
         return self._framer.finished
 
-    def push(self, block: np.ndarray, final: bool = False) -> Iterator[FrameResults]:
-        """Adds samples; yields the frames now complete (``final``: the last block, so all of them)."""
-        for span in self._framer.push_spans(block, final):
+    def push(self, block: np.ndarray, final: bool = False, whole: bool = False) -> Iterator[FrameResults]:
+        """Adds samples; yields the frames now complete (``final``: the last block, so all of them; ``whole``:
+        only whole CNN batches, holding the rest back for the next block, :meth:`flush` or :meth:`finish`)."""
+        for span in self._framer.push_spans(block, final, whole):
+            yield FrameResults(span.first_frame, *self._infer(span))
+
+    def flush(self) -> Iterator[FrameResults]:
+        """Yields the complete frames a push held back to keep CNN batches whole, without finishing."""
+        for span in self._framer.flush_spans():
             yield FrameResults(span.first_frame, *self._infer(span))
 
     def finish(self) -> Iterator[FrameResults]:
@@ -243,5 +249,5 @@ class BatchedYamnet:
 
     def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
         """A :class:`FrameStream` whose spans each take one front-end invoke."""
-        framer = StreamFramer(hop_samples, WINDOW_SAMPLES, self.frames_per_run(hop_samples, batch))
+        framer = StreamFramer(hop_samples, WINDOW_SAMPLES, self.frames_per_run(hop_samples, batch), batch)
         return FrameStream(framer, lambda span: self.embed_span(span.samples, span.count, hop_samples, batch))
