@@ -76,6 +76,56 @@ def test_stream_framer_holds_bounded_audio():
     assert framer.frames_emitted == (50 * 160_000 - WINDOW_SAMPLES) // HOP_SAMPLES + 1
 
 
+@pytest.mark.parametrize("n", [0, 1, 15600, 160_000, 160_000 + 7680, 80_001])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_a_final_push_equals_push_then_finish(n, blocks):
+    """The last block pushed with ``final`` gives the frames of push + finish, in one span when they fit."""
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
+    parts = np.array_split(x, blocks)
+    framer = framing.StreamFramer(max_batch=64)
+    spans = [s for p in parts[:-1] for s in framer.push_spans(p)]
+    last = [(s.first_frame, s.frames()) for s in framer.push_spans(parts[-1], final=True)]
+    assert framer.finished and framer.total_samples == n
+    got = [s.frames() for s in spans] + [f for _, f in last]
+    np.testing.assert_array_equal(np.concatenate(got), framing.frame_signal(x))
+    if blocks == 1:
+        assert len(last) == 1  # a clip of one block: one span, so one front-end invoke
+    with pytest.raises(RuntimeError, match="new StreamFramer"):
+        list(framer.push_spans(x[:1]))
+
+
+@pytest.mark.parametrize("n,block", [(160_000 * 5 + 321, 160_000), (16000 * 30, 7000), (15600, 15600)])
+@pytest.mark.parametrize("multiple", [1, 4, 3])
+@pytest.mark.parametrize("end", ["finish", "flush"])
+def test_whole_batch_pushes_hold_back_only_the_rest(n, block, multiple, end):
+    """Pushes with ``whole`` yield whole multiples of frames; the rest comes with a later push or the end."""
+    x = np.random.default_rng(9).standard_normal(n).astype(np.float32)
+    framer = framing.StreamFramer(max_batch=12 * multiple, multiple=multiple)
+    got = []
+    for i in range(0, n, block):
+        for span in framer.push_spans(x[i : i + block], whole=True):
+            assert span.count % multiple == 0
+            got.append(span.frames())
+        assert len(framer._buf) < WINDOW_SAMPLES + (block + multiple * HOP_SAMPLES)  # memory stays bounded
+    tail = framer.finish_spans() if end == "finish" else framer.flush_spans()
+    got += [s.frames() for s in tail]
+    want = framing.frame_signal(x)
+    if end == "flush":  # a segment's end: the complete frames only, none padded
+        want = want[: (n - WINDOW_SAMPLES) // HOP_SAMPLES + 1]
+    np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def test_multiple_must_divide_the_span():
+    with pytest.raises(ValueError, match="multiple"):
+        framing.StreamFramer(max_batch=10, multiple=4)
+
+
+def test_a_final_push_does_not_change_the_callers_block():
+    block = np.arange(20_000, dtype=np.float32)
+    list(framing.StreamFramer().push_spans(block, final=True))
+    np.testing.assert_array_equal(block, np.arange(20_000, dtype=np.float32))
+
+
 @pytest.mark.parametrize(
     "n,expected_last", [(0, 0), (1, 1), (15600, 15600), (15601, 15601 - HOP_SAMPLES), (23281, 23281 - 2 * HOP_SAMPLES)]
 )

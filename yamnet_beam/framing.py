@@ -103,19 +103,25 @@ class StreamFramer:
     :meth:`finish_spans`; valid until the next call).
     """
 
-    def __init__(self, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES, max_batch: int = 256):
+    def __init__(self, hop: int = HOP_SAMPLES, window: int = WINDOW_SAMPLES, max_batch: int = 256, multiple: int = 1):
         if not 0 < hop <= window:
             raise ValueError(f"hop must be in (0, {window}], got {hop}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.hop, self.window, self.max_batch = hop, window, max_batch
+        if multiple < 1 or max_batch % multiple:
+            raise ValueError(f"multiple must be >= 1 and divide max_batch ({max_batch}), got {multiple}")
+        # A push with ``whole`` yields whole multiples of ``multiple`` frames (the CNN batch), holding back the
+        # rest (at most multiple - 1 frames) for the next block; finishing or flushing yields them. Batches then
+        # stay whole across block boundaries: a 10 s block at 0.48 s is 21 frames, else ending on a batch of 1.
+        self.hop, self.window, self.max_batch, self.multiple = hop, window, max_batch, multiple
         self._buf = np.zeros(0, dtype=np.float32)  # samples from offset self._buf_start on
         self._buf_start = 0
         self._next_frame = 0
         self.total_samples = 0
         self.finished = False
 
-    def _emit(self, final: bool) -> Iterator[FrameSpan]:
+    def _emit(self, final: bool, whole: bool = False) -> Iterator[FrameSpan]:
+        """Yields the spans now complete; ``whole``: only whole multiples of ``multiple`` frames."""
         while True:
             start = self._next_frame * self.hop - self._buf_start
             available = len(self._buf) - start
@@ -125,6 +131,8 @@ class StreamFramer:
             else:
                 remaining = 0 if available < self.window else 1 + (available - self.window) // self.hop
             count = min(remaining, self.max_batch)
+            if whole:
+                count -= count % self.multiple
             if count <= 0:
                 break
             need = start + (count - 1) * self.hop + self.window
@@ -138,13 +146,31 @@ class StreamFramer:
             self._buf = self._buf[keep_from:].copy()
             self._buf_start += keep_from
 
-    def push_spans(self, block: np.ndarray) -> Iterator[FrameSpan]:
-        """Adds samples and yields every span of frames that is now complete."""
+    def push_spans(self, block: np.ndarray, final: bool = False, whole: bool = False) -> Iterator[FrameSpan]:
+        """Adds samples and yields every span of frames that is now complete.
+
+        ``final``: ``block`` is the signal's last, so this also finishes (as :meth:`finish_spans`). A short
+        file then takes one span, not the frames its block completes plus a padded remainder apart (which
+        would cost a second front-end invoke, its shared rows computed twice, and a partial CNN batch).
+        ``whole``: yield only whole multiples of ``multiple`` frames; :meth:`flush_spans` or finishing
+        yields the rest.
+        """
         if self.finished:
             raise RuntimeError("push after finish: start a new StreamFramer for the next signal")
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         self.total_samples += len(block)
-        self._buf = np.concatenate([self._buf, block]) if len(self._buf) else block.copy()
+        if len(self._buf):
+            self._buf = np.concatenate([self._buf, block])
+        else:
+            # Final: nothing is kept after this call, and the zero-padded tail is a new array anyway.
+            self._buf = block if final else block.copy()
+        self.finished = final
+        yield from self._emit(final=final, whole=whole and not final)
+
+    def flush_spans(self) -> Iterator[FrameSpan]:
+        """Yields the complete frames a push held back (the end of a segment that is not the file's end)."""
+        if self.finished:
+            return
         yield from self._emit(final=False)
 
     def finish_spans(self) -> Iterator[FrameSpan]:

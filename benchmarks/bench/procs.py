@@ -197,8 +197,16 @@ class Ctx:
             self.wait_budget_s -= window_s
 
 
-def spawn(ctx: Ctx, kind: str, label: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs one child (fresh interpreter) and returns its JSON report, adding the outside wall time."""
+def child_env(code: Path = REPO) -> dict[str, str]:
+    """The children's environment with ``code`` (a checkout holding ``yamnet_beam/``) first on PYTHONPATH."""
+    rest = [p for p in CHILD_ENV["PYTHONPATH"].split(os.pathsep) if p and p != str(REPO)]
+    return {**CHILD_ENV, "PYTHONPATH": os.pathsep.join([str(code), *rest]), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def spawn(ctx: Ctx, kind: str, label: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs one child (fresh interpreter) and returns its JSON report, adding the outside wall time.
+
+    ``env``: the child's environment (default :data:`CHILD_ENV`; :func:`child_env` runs another checkout)."""
     runs = ctx.cache / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "model": str(ctx.model), "class_map": str(ctx.class_map), "kind": kind}
@@ -216,7 +224,7 @@ def spawn(ctx: Ctx, kind: str, label: str, spec: dict[str, Any]) -> dict[str, An
             stdout=logf,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
-            env=CHILD_ENV,
+            env=CHILD_ENV if env is None else env,
         )
     outer = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -336,6 +336,32 @@ def test_a_stream_of_blocks_equals_the_whole_signal(model: YamnetModel, referenc
         list(stream.push(x[:10]))
 
 
+@pytest.mark.parametrize("seconds", [5.0, 10.0, 0.5])
+@pytest.mark.parametrize("batch", [4, 3])
+def test_a_clip_pushed_as_its_last_block_equals_per_frame_invoke(model, reference, speech, seconds, batch) -> None:
+    """How the job feeds a short file: its one block pushed with ``final``, one span through both subgraphs."""
+    x = long_signal(speech, seconds)[: int(seconds * 16000)]
+    stream = model.stream(HOP_SAMPLES, batch)
+    results = list(stream.push(x, final=True))
+    assert len(results) == 1 and stream.finished
+    assert_bit_identical(_collect(results), per_frame(reference, x))
+
+
+@pytest.mark.parametrize("end", ["finish", "flush"])
+def test_whole_batch_pushes_equal_per_frame_invoke(model: YamnetModel, reference, speech, end: str) -> None:
+    """As the job pushes 10 s blocks: 21 frames each, so frames are held back to keep every CNN batch whole."""
+    x = long_signal(speech, 47.0)
+    stream = model.stream(HOP_SAMPLES, 4)
+    results = [r for i in range(0, len(x), 160_000) for r in stream.push(x[i : i + 160_000], whole=True)]
+    assert all(len(r) % 4 == 0 for r in results)
+    results += list(stream.finish() if end == "finish" else stream.flush())
+    want = per_frame(reference, x)
+    if end == "flush":  # the end of a segment: complete frames only
+        count = (len(x) - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+        want = (want[0][:count], want[1][:count])
+    assert_bit_identical(_collect(results), want)
+
+
 def test_a_stream_started_at_a_frame_index_gives_that_frame_on(model: YamnetModel, long_case) -> None:
     """What a segment of a long file does: its samples from frame i's start; not finished unless it is the last."""
     x, want = long_case

@@ -185,24 +185,40 @@ class _ModelFn(_OutputFn):
         start_sample: int,
         finish: bool,
     ) -> None:
-        """Runs the stream's blocks through the model into ``writer`` (``finish``: pad and flush the last frames)."""
+        """Runs the stream's blocks through the model into ``writer`` (``finish``: pad and flush the last frames).
+
+        Looks one block ahead, so the last block is pushed together with the finish: a file of one block (a
+        short clip) is then one span through the model. The decoder runs ahead anyway, so this waits for nothing.
+        Blocks are pushed for whole CNN batches; the frames held back go with the next block or the end.
+        """
         blocks = stream.blocks()
+        block = self._next_block(blocks)
         while True:
-            t0 = time.perf_counter()
-            block = next(blocks, None)
+            if block is None:  # no audio at all (an empty segment); a file's stream raises no_audio instead
+                if finish:
+                    self._write_results(path, frames.finish(), frames, writer, first_frame, start_sample)
+                return
+            try:
+                following = self._next_block(blocks)
+            except Exception:  # keep the audio decoded before the failure: frame it as the handler expects
+                self._write_results(path, frames.push(block), frames, writer, first_frame, start_sample)
+                self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
+                raise
+            last = following is None and finish
+            results = frames.push(block, final=last, whole=True)
+            self._write_results(path, results, frames, writer, first_frame, start_sample)
+            if following is None:
+                if not finish:  # a segment's end: the frames held back for a whole CNN batch
+                    self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
+                return
+            block = following
+
+    def _next_block(self, blocks: Iterator[np.ndarray]) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        try:
+            return next(blocks, None)
+        finally:
             self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
-            if block is None and not finish:
-                return
-            self._write_results(
-                path,
-                frames.finish() if block is None else frames.push(block),
-                frames,
-                writer,
-                first_frame,
-                start_sample,
-            )
-            if block is None:
-                return
 
     def _write_results(
         self,
