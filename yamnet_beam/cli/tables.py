@@ -53,7 +53,7 @@ def add_parsers(sub, parsers: dict[str, Parser]) -> None:
     sim.add_argument("--no_cache", action="store_true", help="scan the Parquet; do not use or write the cache")
     sim.add_argument("--exact", action="store_true", help="exact search even where OUTPUT/index/ covers the parts")
     sim.add_argument(
-        "--ef", type=int, help="index: HNSW candidates per query, more is slower and finds more (default 256)"
+        "--ef", type=int, help="index: HNSW candidates per query, more is slower and finds more (default 128)"
     )
     summ = qsub.add_parser("summary", parents=[fmt], help="files ok/error by kind, audio hours, frequent classes")
     summ.add_argument("--top", type=int, default=10, help="most frequent top labels to list (default 10)")
