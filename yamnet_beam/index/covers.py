@@ -22,6 +22,7 @@ from yamnet_beam.table.layout import (
     INDEX_SHARD_PREFIX,
     INDEX_VECTORS,
     committed_frames,
+    part_id_of,
 )
 from yamnet_beam.table.output import OutputDir, read_json
 from yamnet_beam.uris import mtime_of
@@ -104,8 +105,8 @@ def committed_parts(out: OutputDir) -> list[Part]:
     d = out.path(FRAMES_DIR)
     out.fs.invalidate_cache(d)
     infos = {i["name"]: i for i in out.fs.ls(d, detail=True)} if out.fs.exists(d) else {}
-    files = out._ls("files")
-    keep = committed_frames(list(infos), files) if files else list(infos)
+    files = out.committed_parts()
+    keep = committed_frames(list(infos), files) if files else [p for p in infos if part_id_of(p)]  # hand-made
     parts = [
         Part(p.rsplit("/", 1)[-1], out.child_uri(f"{FRAMES_DIR}/{p.rsplit('/', 1)[-1]}"), fingerprint(infos[p]))
         for p in keep
