@@ -390,12 +390,19 @@ def main() -> None:
     ap.add_argument("--ef", type=int, action="append", help="(b): HNSW search candidates (default 64, 128, 256)")
     ap.add_argument("--skip_real", action="store_true")
     ap.add_argument("--skip_synthetic", action="store_true")
+    ap.add_argument("--path_only", action="store_true", help="(a): only the --path measurements (run reused)")
     args = ap.parse_args()
     args.shard_frames = args.shard_frames or [32_768, SHARD]
     args.ef = args.ef or [64, 128, 256]
     import usearch
 
     log(f"{os.cpu_count()} cores, usearch {usearch.__version__}, numpy {np.__version__}; load {load()}")
+    if args.path_only:
+        out = Path(args.dir) / "out"
+        rows, m = exact_matrix(out)
+        qi = np.random.default_rng(1).choice(len(rows), args.queries, replace=False)
+        globbed(out, rows, m, qi, Path(args.dir) / "queries.npy")
+        return
     if not args.skip_real:
         bench_real(args)
     if not args.skip_synthetic:

@@ -153,3 +153,14 @@ def test_a_rewritten_parts_stale_shard_is_never_used(fresh_out):
     how = t.schema.metadata[b"search"].decode()
     assert how.startswith("exact: the index's 1 shards are stale"), how
     assert dropped not in t.column("path").to_pylist()
+
+
+@pytest.mark.parametrize("precision", ["f16", "i8"])
+def test_the_mapped_vectors_are_the_ones_usearch_returns(fresh_out, precision):
+    """--path compares a few thousand rows exactly from the shard file itself: in key order, as USearch stores them."""
+    _index(fresh_out, 1000, BuildParams(precision))
+    o = OutputDir(str(fresh_out))
+    for shard in open_shards(o, status(o).current):
+        assert shard.vectors is not None and len(shard.vectors) == len(shard)
+        keys = np.array([0, len(shard) // 2, len(shard) - 1], np.uint64)
+        np.testing.assert_array_equal(np.stack(shard.index.get(keys)), shard.vectors[keys.astype(np.int64)])

@@ -1,11 +1,12 @@
 """Searching the current index shards: fan out over the shards, merge their top-k.
 
 Each shard answers from its memory-mapped HNSW graph with one thread. ``--path`` filters are applied to
-the shard's row mapping first (a regex over its distinct paths, not its rows): when few rows match
-(at most :data:`EXACT_SUBSET_ROWS`) they are compared exactly, else the shard over-fetches by the inverse
-of the matching fraction and filters, fetching four times more until ``k`` rows pass or the whole shard
-was compared. ``files`` (best frame per file) over-fetches the same way until ``k`` distinct paths are found.
-A shard of at most ``k`` rows is searched exactly. Similarities are the stored (f16/i8) vectors' cosine.
+the shard's row mapping first (a regex over its distinct paths, not its rows): when few rows match (at
+most :data:`EXACT_SUBSET_ROWS`) they are compared exactly, from the stored vectors; else the shard
+over-fetches by the inverse of the matching fraction and filters, fetching four times more until ``k``
+rows pass or the whole shard was compared. ``files`` (best frame per file) over-fetches the same way until
+``k`` distinct paths are found. A shard of at most ``k`` rows is searched exactly. Similarities are the
+stored (f16/i8) vectors' cosine with the query.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from yamnet_beam.index.shards import OpenShard
 from yamnet_beam.table.layout import INDEX_ROWS, INDEX_VECTORS
 from yamnet_beam.table.output import OutputDir, glob_regex
 
-EXACT_SUBSET_ROWS = 20_000  # a --path matching at most this many rows of a shard: compared exactly
+# A --path matching at most this many rows of a shard: they are compared exactly (~2.5 us a row), else the
+# shard over-fetches (k / matching fraction candidates; 47 ms at 1.4 % of 115 k rows, 7 ms at 14 %).
+EXACT_SUBSET_ROWS = 8192
 EXPANSION_SEARCH = 128  # HNSW candidates per query (--ef): recall@10 1.000 on real frames, see the README
 RESULT_COLUMNS = ["path", "frame", "start_s", "end_s", "similarity", "top_label"]
 
@@ -80,20 +83,26 @@ def _best_per_path(t: pa.Table) -> pa.Table:
     return t.take(np.sort(first))
 
 
-def _exact(shard: OpenShard, q: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of the stored vectors of ``keys`` with the (float) query, by numpy."""
+def _exact(shard: OpenShard, unit: np.ndarray, keys: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` of ``keys`` by the cosine of their stored vectors with the query, brute force.
+
+    From the shard file's mapped vectors with USearch's SIMD kernel (8x numpy's float16 product); through
+    ``Index.get`` only if the file's layout is not the one expected.
+    """
     if not len(keys):
         return keys, np.zeros(0, np.float32)
+    if shard.vectors is not None:
+        from usearch.index import search as brute_force
+
+        found = brute_force(
+            shard.vectors[keys], shard.query_vector(unit), min(count, len(keys)), "cos", exact=True, threads=1
+        )
+        return keys[np.asarray(found.keys, np.int64)], 1.0 - np.asarray(found.distances, np.float32)
     got = shard.index.get(keys.astype(np.uint64))
-    m = (
-        np.stack(got).astype(np.float32)
-        if isinstance(got, tuple)
-        else np.asarray(got, np.float32).reshape(len(keys), -1)
-    )
-    qq = q.astype(np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", m, m)) * float(np.linalg.norm(qq))
+    m = np.stack(got).astype(np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", m, m))
     with np.errstate(divide="ignore", invalid="ignore"):
-        sims = np.nan_to_num((m @ qq) / norms, nan=-1.0)
+        sims = np.nan_to_num((m @ unit) / norms, nan=-1.0)
     return keys, sims
 
 
@@ -105,7 +114,7 @@ def search_shard(shard: OpenShard, unit: np.ndarray, k: int, files: bool = False
     if n == 0 or matching == 0:
         return _table(shard, np.zeros(0, np.int64), np.zeros(0, np.float32))
     if mask is not None and matching <= EXACT_SUBSET_ROWS:
-        keys, sims = _exact(shard, unit, np.flatnonzero(mask))
+        keys, sims = _exact(shard, unit, np.flatnonzero(mask), matching if files else k)
         return _top(_table(shard, keys, sims), k, files)
     q = shard.query_vector(unit)
     count = math.ceil(k * (4 if files else 1) * n / matching) + (k if mask is not None else 0)

@@ -151,9 +151,29 @@ class OpenShard:
         self.rows = ipc.open_file(self._source).read_all()
         if self.rows.num_rows != len(self.index):
             raise OSError(f"{rows_path}: {self.rows.num_rows} rows for {len(self.index)} vectors")
+        self.vectors = _mapped_vectors(vectors_path, self.rows.num_rows, shard.ndim, shard.params.precision, self.index)
 
     def __len__(self) -> int:
         return self.rows.num_rows
 
     def query_vector(self, unit: np.ndarray) -> np.ndarray:
         return quantise(unit.reshape(1, -1), self.shard.params.precision)[0]
+
+
+def _mapped_vectors(path: str, rows: int, ndim: int, precision: str, index) -> np.ndarray | None:
+    """The shard's stored vectors as a memory-mapped ``[rows, ndim]`` array, in key order; None if the file differs.
+
+    A saved USearch index starts with its vectors: two uint32 (rows, bytes per row), then the rows in slot
+    order, which is key order for a shard built single-threaded with keys 0..n-1. Checked against the
+    header and the first vector USearch itself returns; comparing a few thousand rows exactly (``--path``)
+    reads them from here instead of one ``Index.get`` per key (200 ms for 16 k rows).
+    """
+    dtype = np.dtype(np.float16 if precision == "f16" else np.int8)
+    if rows == 0:
+        return None
+    header = np.fromfile(path, dtype=np.uint32, count=2)
+    if len(header) != 2 or int(header[0]) != rows or int(header[1]) != ndim * dtype.itemsize:
+        return None
+    m = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(rows, ndim))
+    first = index.get(np.uint64(0))
+    return m if first is not None and np.array_equal(np.asarray(first).reshape(-1), m[0]) else None
