@@ -315,19 +315,79 @@ def synthetic_shard(d: Path) -> tuple[Path, float]:
     return d / "base", secs
 
 
-def linked(d: Path, base: Path, copies: int) -> tuple[Path, list]:
+def exact_1m(d: Path, rng: np.random.Generator) -> np.ndarray:
+    """1 M unit float32 vectors, memory-mapped: today's exact search (the ``similar`` cache) at 1 M frames."""
+    exact_path = d / "exact_1m.npy"
+    if not exact_path.exists():
+        mm = np.lib.format.open_memmap(exact_path, mode="w+", dtype=np.float32, shape=(1_000_000, DIM))
+        for s in range(0, 1_000_000, 65536):
+            x = np.abs(rng.standard_normal((min(65536, 1_000_000 - s), DIM), dtype=np.float32)) ** 2
+            mm[s : s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        mm.flush()
+        del mm
+    return np.load(exact_path, mmap_mode="r")
+
+
+def latency_table(args, d: Path, base: Path, base_name: str, shard_rows: int, queries: np.ndarray) -> None:
+    """Query latency over hard-linked copies of one shard at about 1 M and 10 M frames, exact 1 M interleaved."""
+    qfile = d / "queries.npy"
+    np.save(qfile, queries)
+    exact = exact_1m(d, np.random.default_rng(5))
+    log("| frames | shards | ef | p50 ms (range) | p99 ms | anon RSS MB | mapped MB | exact p50 ms, 1 M (range) |")
+    log("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for target in (1_000_000, 10_000_000):
+        copies = -(-target // shard_rows)
+        out, shards = linked(d, base, base_name, copies, shard_rows)
+        for ef in args.ef:
+            lats, ex, rss = [], [], None
+            for _ in range(args.repeat):  # interleaved: index, then exact
+                spec = {"out": str(out), "queries": str(qfile), "names": True, "shards": shards, "ef": ef}
+                r = spawn_query(spec)
+                lats.append(r["lat"])
+                rss = r["end"]
+                ex.append(pct(exact_latency(exact, queries[:10]), 50))
+            p50s = [pct(x, 50) for x in lats]
+            p99s = [pct(x, 99) for x in lats]
+            log(
+                f"| {copies * shard_rows / 1e6:.1f} M | {copies} | {ef} | "
+                f"{statistics.median(p50s):.1f} ({min(p50s):.1f}-{max(p50s):.1f}) | {statistics.median(p99s):.1f} | "
+                f"{rss['RssAnon'] / 2**20:.0f} | {rss['RssFile'] / 2**20:.0f} | "
+                f"{statistics.median(ex):.0f} ({min(ex):.0f}-{max(ex):.0f}) |"
+            )
+    log(f"load {load()}")
+
+
+def linked(d: Path, base: Path, base_name: str, copies: int, rows: int) -> tuple[Path, list]:
     from yamnet_beam.index.covers import Shard
 
-    dest = d / f"x{copies}" / "index"
+    dest = d / f"{base_name}-x{copies}" / "index"
     dest.mkdir(parents=True, exist_ok=True)
     shards = []
     for i in range(copies):
         for suffix in (".usearch", ".rows.arrow"):
             p = dest / f"shard-c{i:03d}{suffix}"
             if not p.exists():
-                os.link(base / "index" / f"shard-base{suffix}", p)
-        shards.append(Shard(f"c{i:03d}", ((f"part-{i}.parquet", "x", SHARD),)))
+                os.link(base / "index" / f"shard-{base_name}{suffix}", p)
+        shards.append(Shard(f"c{i:03d}", ((f"part-{i}.parquet", "x", rows),)))
     return dest.parent, shards
+
+
+def bench_linked_real(args) -> None:
+    """(b) with the real run's one shard (all its frames, f16) as the base: more, smaller shards than default."""
+    from yamnet_beam.index.covers import read_shards
+    from yamnet_beam.table.output import OutputDir
+
+    out = Path(args.dir) / "out"
+    current = read_shards(OutputDir(str(out)))
+    if len(current) != 1 or current[0].params.precision != "f16":
+        build_in_process(out, SHARD, "f16")
+    (shard,) = read_shards(OutputDir(str(out)))
+    log(f"\n(b) copies of the real run's one f16 shard ({shard.rows:,} frames): latency at 1 M and 10 M frames")
+    _, m = exact_matrix(out)
+    qi = np.random.default_rng(6).choice(len(m), args.queries // 2, replace=False)
+    d = Path(args.dir) / "linked"
+    d.mkdir(parents=True, exist_ok=True)
+    latency_table(args, d, out, shard.name, shard.rows, m[qi])
 
 
 def bench_synthetic(args) -> None:
@@ -340,38 +400,7 @@ def bench_synthetic(args) -> None:
         + f", {size / SHARD:,.0f} B/frame on disk")  # fmt: skip
     rng = np.random.default_rng(2)
     queries = np.abs(rng.standard_normal((args.queries // 2, DIM), dtype=np.float32)) ** 2
-    qfile = d / "queries.npy"
-    np.save(qfile, queries)
-    exact_path = d / "exact_1m.npy"
-    if not exact_path.exists():
-        mm = np.lib.format.open_memmap(exact_path, mode="w+", dtype=np.float32, shape=(1_000_000, DIM))
-        for s in range(0, 1_000_000, 65536):
-            x = np.abs(rng.standard_normal((min(65536, 1_000_000 - s), DIM), dtype=np.float32)) ** 2
-            mm[s : s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        mm.flush()
-        del mm
-    exact = np.load(exact_path, mmap_mode="r")
-    log("| frames | shards | ef | p50 ms (range) | p99 ms | anon RSS MB | mapped MB | exact p50 ms, 1 M (range) |")
-    log("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for copies in (4, 38):
-        out, shards = linked(d, base, copies)
-        for ef in args.ef:
-            lats, ex, rss = [], [], None
-            for _ in range(args.repeat):  # interleaved: index, then exact
-                spec = {"out": str(out), "queries": str(qfile), "names": True, "shards": shards, "ef": ef}
-                r = spawn_query(spec)
-                lats.append(r["lat"])
-                rss = r["end"]
-                ex.append(pct(exact_latency(exact, queries[:10]), 50))
-            p50s = [pct(x, 50) for x in lats]
-            p99s = [pct(x, 99) for x in lats]
-            log(
-                f"| {copies * SHARD / 1e6:.1f} M | {copies} | {ef} | "
-                f"{statistics.median(p50s):.1f} ({min(p50s):.1f}-{max(p50s):.1f}) | {statistics.median(p99s):.1f} | "
-                f"{rss['RssAnon'] / 2**20:.0f} | {rss['RssFile'] / 2**20:.0f} | "
-                f"{statistics.median(ex):.0f} ({min(ex):.0f}-{max(ex):.0f}) |"
-            )
-    log(f"load {load()}")
+    latency_table(args, d, base, "base", SHARD, queries)
 
 
 def main() -> None:
@@ -391,6 +420,7 @@ def main() -> None:
     ap.add_argument("--skip_real", action="store_true")
     ap.add_argument("--skip_synthetic", action="store_true")
     ap.add_argument("--path_only", action="store_true", help="(a): only the --path measurements (run reused)")
+    ap.add_argument("--linked_real", action="store_true", help="(b) over copies of the real run's shard instead")
     args = ap.parse_args()
     args.shard_frames = args.shard_frames or [32_768, SHARD]
     args.ef = args.ef or [64, 128, 256]
@@ -402,10 +432,14 @@ def main() -> None:
         rows, m = exact_matrix(out)
         qi = np.random.default_rng(1).choice(len(rows), args.queries, replace=False)
         globbed(out, rows, m, qi, Path(args.dir) / "queries.npy")
+        if args.linked_real:
+            bench_linked_real(args)
         return
     if not args.skip_real:
         bench_real(args)
-    if not args.skip_synthetic:
+    if args.linked_real:
+        bench_linked_real(args)
+    elif not args.skip_synthetic:
         bench_synthetic(args)
 
 
