@@ -12,7 +12,11 @@
     in memory). Exact search over a 1 M float32 memory-mapped matrix (today's ``similar`` cache) is timed in
     the same run, interleaved, as the baseline.
 
-Usage: ``python benchmarks/index_bench.py [--dir /tmp/index_bench] [--repeat 2] [--skip_synthetic]``.
+``--linked_real`` does (b) with the real run's shard (all its frames) as the one linked instead; the README's
+(b) table is that (on the 2 loaded cores the synthetic 262,144-frame build did not finish in 20 minutes).
+
+Usage: ``python benchmarks/index_bench.py [--dir /tmp/index_bench] [--repeat 2] [--skip_synthetic]``;
+``--path_only --linked_real`` reuses the run and measures only ``--path`` and (b) over the real shard.
 The audio, the run and the synthetic shard are reused between runs. Prints a table; asserts nothing.
 """
 
