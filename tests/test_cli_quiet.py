@@ -32,7 +32,7 @@ def foreign_lines(stderr: str) -> list[str]:
 def readme_table() -> list[tuple[str, str]]:
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Commands") : text.index("## Options")]
-    return re.findall(r"^\| `(\w+)` \| `(yamnet-beam [^`]*)` \|", section, re.M)
+    return re.findall(r"^\| `([\w-]+)` \| `(yamnet-beam [^`]*)` \|", section, re.M)
 
 
 def test_readme_table_is_the_command_table():
@@ -82,6 +82,8 @@ def typical(model: Path, class_map: Path, elsewhere: Path) -> dict[str, list[lis
         "train": [["train", "out", "--labels", "labelled/labels.csv", "-o", "head"]],
         "apply": [["apply", "out", "--head", "head"]],
         "export": [["export", "--head", "head", "-o", "head.tflite"]],
+        "index": [["index", "out"], ["query", "out", "similar", "--to", "labelled/tone_0.wav:2", "--top", "3"]],
+        "export-hoplite": [["export-hoplite", "out", "-o", "hoplite_db"]],
     }
 
 

@@ -1,6 +1,6 @@
 """The package's layering: each stage imports only what is below it, and the notebook layers stay light.
 
-audio, model, table, framing and uris must import neither Beam nor DuckDB nor matplotlib (checked in a fresh
+audio, model, table, index, framing and uris must import neither Beam nor DuckDB nor matplotlib (checked in a fresh
 interpreter, where nothing else has imported them); and no module imports a stage above its own
 (checked statically over every ``import`` in the package, lazy ones inside functions included).
 """
@@ -25,6 +25,7 @@ LAYERS = (
     # metadata; deprecated holds the earlier flag spellings the options and the command line share
     ("audio", "model"),  # audio files to samples; the model and its heads (no Beam)
     ("table",),  # the output directory every stage shares: schemas, layout, commits, lease
+    ("index",),  # the ANN index's shards beside the table: build one, search them, staleness (no Beam)
     ("job", "analysis"),  # writing an output (Beam); reading one (DuckDB)
     ("customize",),  # training, calibrating and exporting heads from an output
 )
@@ -88,6 +89,7 @@ def test_the_layout_rules_see_every_stage() -> None:
         "yamnet_beam.uris",
         "yamnet_beam.versions",
         "yamnet_beam.table",
+        "yamnet_beam.index",
     ],
 )
 def test_notebook_layers_import_no_beam_duckdb_or_matplotlib(module: str) -> None:

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.support.index_data import fresh_out, index_source  # noqa: F401  (the index job's tests)
+
 
 @pytest.fixture
 def tree(tmp_path):

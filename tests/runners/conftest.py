@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.index_data import fresh_out, index_source  # noqa: F401  (the export-hoplite interop test)
 from tests.support.runners import BAD, GOOD, run_cli
 
 

@@ -267,6 +267,33 @@ def build_similarity_cache(out: Output, cache_dir: str | None = None) -> int:
     return built
 
 
+def _index_search(
+    out: Output, vector: QueryVector, k: int, files: bool, path_glob: str | None, ef: int | None
+) -> tuple[pa.Table | None, set[str] | None, str]:
+    """The current index shards' top ``k``, the names of the frames parts they do not cover, and the method.
+
+    ``(None, None, why)`` when there is no current shard (or USearch is not installed): search exactly.
+    """
+    from yamnet_beam.index import covers
+
+    if not out.fs.exists(covers.index_dir(out)):
+        return None, None, "exact: no index"
+    state = covers.status(out)
+    if not state.current:
+        return None, None, state.describe()
+    try:
+        from yamnet_beam.index import search as index_search
+    except ImportError:
+        _LOG.warning('the output has an index but USearch is not installed (pip install "yamnet-beam[index]")')
+        return None, None, "exact: usearch not installed"
+    shards = index_search.open_shards(out, state.current, ef)
+    try:
+        table = index_search.search(shards, vector.vector, k, files, path_glob)
+    except ValueError as e:
+        raise QueryError(f"{e}; pick another frame") from e
+    return table, {p.name for p in state.uncovered}, state.describe()
+
+
 def similar(
     out: Output,
     vector: QueryVector,
@@ -275,10 +302,17 @@ def similar(
     path_glob: str | None = None,
     cache: bool = True,
     cache_dir: str | None = None,
+    exact: bool = False,
+    ef: int | None = None,
 ) -> pa.Table:
     """The ``k`` frames (or, with ``files``, files by their best frame) most similar to ``vector``.
 
-    Brute force, exact. Decoding the Parquet embedding column is what costs (see
+    With a current index (``yamnet-beam index``) and not ``exact``, its shards answer for the parts they
+    cover (approximate: see :mod:`yamnet_beam.index.search`; ``ef`` trades speed for recall) and the parts
+    no current shard covers (new, or rewritten since) are searched exactly; the two top-k are merged. The
+    result's schema metadata ``search`` says which, e.g. ``index: 4 shards (f16) over 40 parts + exact: 1 parts``.
+
+    Exact search is brute force. Decoding the Parquet embedding column is what costs (see
     benchmarks/similar_bench.py), so with ``cache`` each frames part is decoded once into unit-length
     vectors in a memory-mapped ``.npy`` (``similarity_cache_dir``); later queries are one
     matrix-vector product per chunk. A part whose size or mtime changed is decoded again.
@@ -286,8 +320,15 @@ def similar(
     if k < 1:
         raise QueryError(f"-k must be at least 1, got {k}")
     results = []
+    parts = list(out.frame_files)
+    how = f"exact: {len(parts)} parts"
+    if not exact:
+        found, uncovered, how = _index_search(out, vector, k, files, path_glob, ef)
+        if found is not None:
+            results.append(found)
+            parts = [p for p in parts if p.rsplit("/", 1)[-1] in uncovered]
     cache_dir = cache_dir or similarity_cache_dir(out)
-    for part in out.frame_files:
+    for part in parts:
         stem = _cache_stem(out, cache_dir, part) if cache else None
         if stem is not None and not os.path.exists(f"{stem}.npy"):
             try:
@@ -300,10 +341,15 @@ def similar(
         else:
             batches = scan_parquet(out.fs, [part], [*SIMILAR_COLUMNS, "embedding"], path_glob)
             results.append(nearest_frames(batches, vector.vector, k, files))
-    results = [r for r in results if r is not None]
+    columns = ["path", "frame", "start_s", "end_s", "similarity", "top_label"]
+    results = [_plain(r.select(columns)) for r in results if r is not None and r.num_rows]
     if not results:
         raise QueryError("no frames to search (does --path match anything?)")
     t = _finish_top(results, k, files)
-    t = t.select(["path", "frame", "start_s", "end_s", "similarity", "top_label"])
     ranks = pa.array(np.arange(1, t.num_rows + 1, dtype=np.int32))
-    return t.add_column(0, "rank", ranks)
+    return t.add_column(0, "rank", ranks).replace_schema_metadata({b"search": how.encode()})
+
+
+def _plain(t: pa.Table) -> pa.Table:
+    """Nullable fields without metadata, so exact and index results concatenate."""
+    return t.cast(pa.schema([(f.name, f.type) for f in t.schema]))

@@ -33,6 +33,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "train OUTPUT --labels CSV -o DIR", "train a head (your classes) on the embeddings"),
     ("apply", "apply OUTPUT --head DIR [Beam flags]", "score stored embeddings with a head (a Beam job)"),
     ("export", "export --head DIR -o TFLITE", "YAMNet + a head as one .tflite for MediaPipe"),
+    ("index", "index OUTPUT [--precision f16|i8] [Beam flags]", "the ANN index query similar uses (a Beam job)"),
+    ("export-hoplite", "export-hoplite OUTPUT -o DB_DIR", "the embeddings as a perch-hoplite database"),
 )
 
 # Earlier spellings: accepted, with one line naming the new one. A value with a space replaces a bare flag.

@@ -51,6 +51,10 @@ def add_parsers(sub, parsers: dict[str, Parser]) -> None:
     sim.add_argument("--path", help=PATH_HELP)
     sim.add_argument("--model", help="model for --to audio not in the output (default: the run's, manifest.json)")
     sim.add_argument("--no_cache", action="store_true", help="scan the Parquet; do not use or write the cache")
+    sim.add_argument("--exact", action="store_true", help="exact search even where OUTPUT/index/ covers the parts")
+    sim.add_argument(
+        "--ef", type=int, help="index: HNSW candidates per query, more is slower and finds more (default 128)"
+    )
     summ = qsub.add_parser("summary", parents=[fmt], help="files ok/error by kind, audio hours, frequent classes")
     summ.add_argument("--top", type=int, default=10, help="most frequent top labels to list (default 10)")
     for name, p in (("top", top), ("events", ev), ("similar", sim), ("summary", summ)):
@@ -160,9 +164,14 @@ def _cmd_query(args: argparse.Namespace, rest: Sequence[str]) -> int:
             vector = sim.frame_vector(out, *sim.parse_frame_ref(args.frame))
         else:
             vector = sim.file_vector(out, *sim.parse_file_ref(args.to), model_uri=args.model)
-        table = sim.similar(out, vector, args.top, args.files, args.path, cache=not args.no_cache)
+        if args.ef is not None and args.ef < 1:
+            raise UsageError(f"--ef must be at least 1, got {args.ef}")
+        table = sim.similar(
+            out, vector, args.top, args.files, args.path, cache=not args.no_cache, exact=args.exact, ef=args.ef
+        )
         if args.format == "table" and not args.dest:
             print(f"query: {vector.source}")
+            print(f"search: {table.schema.metadata[b'search'].decode()}")
     elif cmd == "summary":
         table = q.summary(out, args.top)
     else:  # argparse's choices make this unreachable

@@ -2,7 +2,8 @@
 
 ``OUTPUT/frames/part-<id>[-s<segment>].parquet`` and ``OUTPUT/files/part-<id>.parquet`` are the tables;
 the files part is the commit marker of the frames parts with its id. ``heads/<head>/`` (``apply``),
-``clips/`` (``pool``) and ``_similar_cache/`` are derived from frames/ and go with them; ``_tmp/`` holds
+``clips/`` (``pool``), ``index/`` (``index``: ANN shards, each ``shard-<name>.usearch`` + ``.rows.arrow``, committed by
+its ``.json``) and ``_similar_cache/`` are derived from frames/ and go with them; ``_tmp/`` holds
 parts being written, ``_runs/<run_id>/`` a run's plan and summary, and ``_lease.json`` names the job
 that holds the output (:mod:`.lease`).
 """
@@ -15,6 +16,11 @@ FRAMES_DIR = "frames"
 FILES_DIR = "files"
 HEADS_DIR = "heads"  # OUTPUT/heads/<head name>/: a head applied to a finished output (``yamnet-beam apply``)
 CLIPS_DIR = "clips"  # OUTPUT/clips/: the clip table (``yamnet-beam pool``)
+INDEX_DIR = "index"  # OUTPUT/index/: the similarity index's shards (``yamnet-beam index``)
+INDEX_SHARD_PREFIX = "shard-"
+INDEX_VECTORS = ".usearch"  # the shard's USearch HNSW graph and vectors (memory-mapped by readers)
+INDEX_ROWS = ".rows.arrow"  # the shard's key -> (path, frame, times, top label) rows (Arrow IPC, memory-mapped)
+INDEX_COVERS = ".json"  # what the shard covers (parts and their fingerprints): written last, its commit marker
 SIMILAR_CACHE_DIR = "_similar_cache"  # decoded embeddings for ``query similar`` (local outputs)
 TMP_DIR = "_tmp"
 RUNS_DIR = "_runs"  # _runs/<run_id>/plan.json and summary.json: what each run planned and did, written by the job
@@ -26,7 +32,18 @@ LEASE = "_lease.json"  # the job holding the output (host, pid, start); see yamn
 
 # What yamnet-beam writes into an output and ``--mode overwrite`` removes: the tables, everything derived
 # from them, and the runs' bookkeeping. Not the lease: the job that overwrites holds it.
-OWNED = (FRAMES_DIR, FILES_DIR, HEADS_DIR, CLIPS_DIR, SIMILAR_CACHE_DIR, TMP_DIR, RUNS_DIR, MANIFEST, LABELS_CSV)
+OWNED = (
+    FRAMES_DIR,
+    FILES_DIR,
+    HEADS_DIR,
+    CLIPS_DIR,
+    INDEX_DIR,
+    SIMILAR_CACHE_DIR,
+    TMP_DIR,
+    RUNS_DIR,
+    MANIFEST,
+    LABELS_CSV,
+)
 
 PREFIX = "part-"
 SUFFIX = ".parquet"
