@@ -82,6 +82,7 @@ def typical(model: Path, class_map: Path, elsewhere: Path) -> dict[str, list[lis
         "train": [["train", "out", "--labels", "labelled/labels.csv", "-o", "head"]],
         "apply": [["apply", "out", "--head", "head"]],
         "export": [["export", "--head", "head", "-o", "head.tflite"]],
+        "explore": [],  # a server until Ctrl-C: tests/explore drives it
     }
 
 

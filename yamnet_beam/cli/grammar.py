@@ -33,6 +33,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "train OUTPUT --labels CSV -o DIR", "train a head (your classes) on the embeddings"),
     ("apply", "apply OUTPUT --head DIR [Beam flags]", "score stored embeddings with a head (a Beam job)"),
     ("export", "export --head DIR -o TFLITE", "YAMNet + a head as one .tflite for MediaPipe"),
+    (
+        "explore",
+        "explore OUTPUT [--head DIR] [--host ADDR] [--port N]",
+        "web app: search, listen, label, train, re-rank",
+    ),
 )
 
 # Earlier spellings: accepted, with one line naming the new one. A value with a space replaces a bare flag.
