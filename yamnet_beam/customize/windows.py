@@ -124,8 +124,11 @@ def frame_table(out: Output, paths: list[str]) -> dict[str, tuple[np.ndarray, np
     return result
 
 
-def load_windows(out: Output, labels: str, min_files: int = 2):
-    """The labelled windows joined with the output's frames, as a LabelledSet whose items are windows."""
+def load_windows(out: Output, labels: str, min_files: int = 1):
+    """The labelled windows joined with the output's frames, as a LabelledSet whose items are windows.
+
+    A class may come from one file (negatives often do: one noisy recording); cross-validation then
+    holds all of it out at once and says so, and the final head is fit on every window."""
     from yamnet_beam.customize.train import LabelledSet
 
     windows = read_windows(labels)
@@ -166,7 +169,7 @@ def load_windows(out: Output, labels: str, min_files: int = 2):
     items = [(w, e) for w, e in items if w.cls in classes]
     if len(classes) < 2:
         raise TrainError(
-            f"need at least 2 classes with windows in {min_files} or more files each, found {len(classes)} "
+            f"need at least 2 classes with windows in {min_files} or more file(s) each, found {len(classes)} "
             f"({', '.join(classes) or 'none'}): label more windows (negatives train 'not <class>')"
         )
     folds = [w.fold for w, _ in items]
