@@ -233,6 +233,8 @@ def serve(app: ExploreApp, host: str = "127.0.0.1", port: int = 0, ready=None) -
     """Runs until Ctrl-C; ``ready(url)`` is called once the socket listens (the URL with the token)."""
     from werkzeug.serving import make_server
 
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # one line per request only with -v
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(host, port, app, threaded=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{server.server_port}/?token={app.token}"
