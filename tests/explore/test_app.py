@@ -97,8 +97,12 @@ def test_only_paths_files_lists_as_ok_are_read(client, synth, path):
     assert client.get("/static/index.html").status_code == 404  # only the page's own files, by name
 
 
-def test_class_search_ranks_like_sql_and_pages(client, synth):
-    _authed(client)
+@pytest.mark.parametrize("where", ["sql", "memory"])
+def test_class_search_ranks_like_sql_and_pages(fresh_out, synth, where):
+    ex = Explorer(str(fresh_out), preload=False)
+    if where == "memory":
+        ex.matrix()
+    client = _authed(Client(ExploreApp(ex, token=TOKEN)))
     first = client.get("/api/search", query_string={"kind": "class", "q": "Beep, bleep"}).json
     second = client.get("/api/search", query_string={"kind": "class", "q": "Beep, bleep", "offset": 20}).json
     out = open_output(str(synth["out"]))
@@ -107,8 +111,14 @@ def test_class_search_ranks_like_sql_and_pages(client, synth):
     expected.sort(key=lambda r: (-r["s"], r["path"], r["frame"]))
     got = [(x["path"], x["frame"]) for x in first["items"] + second["items"]]
     assert got == [(r["path"], r["frame"]) for r in expected[:40]]
-    assert first["method"] == "scores" and first["more"] and len(first["items"]) == 20
-    assert all(x["top"][0][1] >= x["top"][1][1] for x in first["items"])
+    assert first["method"] == {"sql": "scores", "memory": "scores (in memory)"}[where]
+    assert first["more"] and len(first["items"]) == 20
+    scores = {
+        (r["path"], r["frame"]): r for r in sql_table(out.con, "SELECT path, frame, scores FROM frames").to_pylist()
+    }
+    for x in first["items"]:  # top labels: the 3 highest of the frame's stored scores
+        s = np.asarray(scores[(x["path"], x["frame"])]["scores"])
+        assert [name for name, _ in x["top"]] == [out.labels.names[j] for j in np.argsort(-s, kind="stable")[:3]]
 
 
 def test_example_search_says_how_and_ranks_by_cosine(client, synth):

@@ -103,19 +103,28 @@ def covering_frames(frame_start: np.ndarray, frame_end: np.ndarray, start_s: flo
 
 
 def frame_table(out: Output, paths: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per path: frame start_s, window end (start + 0.975 s) and embeddings, in frame order."""
+    """Per path: frame start_s, window end (start + 0.975 s) and embeddings, in frame order.
+
+    Reads the path column first and decodes embeddings only from the row groups that hold a wanted path:
+    a few hundred labelled windows of a million-frame output touch a few of its row groups."""
     wanted = pa.array(sorted(set(paths)), pa.string())
     parts: dict[str, list] = {}
-    for batch in out.scan(["path", "frame", "start_s", "embedding"]):
-        batch = batch.filter(pc.is_in(batch.column("path"), value_set=wanted))
-        if not batch.num_rows:
-            continue
-        emb = list_matrix(batch.column("embedding")).astype(np.float32)
-        frame, start = batch.column("frame").to_numpy(), batch.column("start_s").to_numpy()
-        bpaths = np.asarray(batch.column("path").to_pylist(), dtype=object)
-        for p in np.unique(bpaths):
-            m = bpaths == p
-            parts.setdefault(p, []).append((frame[m], start[m], emb[m]))
+    for uri in out.frame_files:
+        with out.fs.open(out.fs_path(uri), "rb") as f:
+            pf = schema.parquet_file(f)
+            for g in range(pf.num_row_groups):
+                if not pc.any(
+                    pc.is_in(pf.read_row_group(g, columns=["path"]).column("path"), value_set=wanted)
+                ).as_py():
+                    continue
+                batch = pf.read_row_group(g, columns=["path", "frame", "start_s", "embedding"])
+                batch = batch.filter(pc.is_in(batch.column("path"), value_set=wanted))
+                emb = list_matrix(batch.column("embedding")).astype(np.float32)
+                frame, start = batch.column("frame").to_numpy(), batch.column("start_s").to_numpy()
+                bpaths = np.asarray(batch.column("path").to_pylist(), dtype=object)
+                for p in np.unique(bpaths):
+                    m = bpaths == p
+                    parts.setdefault(p, []).append((frame[m], start[m], emb[m]))
     result = {}
     for p, chunks in parts.items():
         order = np.argsort(np.concatenate([c[0] for c in chunks]), kind="stable")

@@ -1,0 +1,64 @@
+"""The loop without the web: training on the labels so far and re-ranking every frame with the saved head."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.customize.test_train import frames_by_path
+from yamnet_beam.analysis.output import QueryError
+from yamnet_beam.explore.session import Explorer
+from yamnet_beam.model.head import load_head
+
+
+def _train(ex: Explorer, mode: str) -> dict:
+    ex.start_training("beep", mode)
+    end = time.monotonic() + 300
+    while ex.job["state"] == "running" and time.monotonic() < end:
+        time.sleep(0.05)
+    assert ex.job["state"] == "done", ex.job
+    return ex.job
+
+
+@pytest.fixture
+def labelled(fresh_out, synth):
+    ex = Explorer(str(fresh_out), preload=False)
+    page = ex.search_class("Beep, bleep")
+    for it in page["items"]:
+        value = "positive" if synth["truth"][it["path"]] == "target" else "negative"
+        ex.add_label(it["path"], it["start_s"], it["end_s"], "beep", value, page["query"])
+    return ex, page
+
+
+@pytest.mark.parametrize("mode", ["top", "margin"])
+def test_rerank_orders_unlabelled_frames_by_the_saved_heads_scores(labelled, fresh_out, synth, mode):
+    ex, page = labelled
+    job = _train(ex, mode)
+    head = load_head(job["head_dir"])  # saved like any train head
+    assert head.classes == ["beep", "not beep"] and head.hyperparameters["labels"] == "windows"
+    frames = frames_by_path(fresh_out)
+    ranked = ex.reranked(n=1000)["items"]
+    labelled_windows = {(x["path"], x["frame"]) for x in page["items"]}
+    assert not {(x["path"], x["frame"]) for x in ranked} & labelled_windows
+    assert len(ranked) == sum(len(v) for v in frames.values()) - len(labelled_windows)
+    expected = np.array([head.scores(frames[x["path"]][x["frame"]][None])[0, 0] for x in ranked])
+    np.testing.assert_allclose([x["score"] for x in ranked], expected, atol=2e-3)  # float16 embeddings in memory
+    t = job["threshold"]
+    key = -expected if mode == "top" else np.abs(expected - t)
+    assert np.all(np.diff(key) >= -5e-3)
+    if mode == "top":
+        assert [synth["truth"][x["path"]] for x in ranked[:10]] == ["target"] * 10
+
+
+def test_training_without_negatives_is_reported_not_raised(fresh_out, synth):
+    ex = Explorer(str(fresh_out), preload=False)
+    path = next(p for p, k in synth["truth"].items() if k == "target")
+    ex.add_label(path, 0.0, 0.975, "beep", "positive")
+    ex.start_training("beep")
+    while ex.job["state"] == "running":
+        time.sleep(0.05)
+    assert ex.job["state"] == "error" and "negatives train 'not <class>'" in ex.job["error"]
+    with pytest.raises(QueryError, match="train a head first"):
+        ex.reranked()
