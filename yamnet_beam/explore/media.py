@@ -108,7 +108,7 @@ def spectrogram_png(clip: np.ndarray, window_from_s: float, window_to_s: float) 
 class SignalCache:
     """The last few decoded files (a page of results comes from a handful of files); thread-safe."""
 
-    def __init__(self, decode, size: int = 16):
+    def __init__(self, decode, size: int = 24):
         self._decode, self._size = decode, size
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = Lock()
