@@ -62,3 +62,20 @@ def test_training_without_negatives_is_reported_not_raised(fresh_out, synth):
     assert ex.job["state"] == "error" and "negatives train 'not <class>'" in ex.job["error"]
     with pytest.raises(QueryError, match="train a head first"):
         ex.reranked()
+
+
+def test_with_a_head_its_classes_are_searched_by_its_applied_scores(labelled, fresh_out, synth):
+    from yamnet_beam.job.apply import apply_head
+
+    ex, _ = labelled
+    head_dir = _train(ex, "top")["head_dir"]
+    apply_head(str(fresh_out), head_dir)
+    with_head = Explorer(str(fresh_out), head_dir=head_dir, preload=False)
+    assert with_head.classes()["head"] == ["beep", "not beep"]
+    page = with_head.search_class("beep")
+    head = load_head(head_dir)
+    frames = frames_by_path(fresh_out)
+    scored = [(float(head.scores(e[i][None])[0, 0]), p, i) for p, e in frames.items() for i in range(len(e))]
+    scored.sort(key=lambda r: (-r[0], r[1], r[2]))
+    assert [(x["path"], x["frame"]) for x in page["items"]] == [(p, i) for _, p, i in scored[:20]]
+    assert page["query"] == "class beep"

@@ -136,6 +136,7 @@ class Explorer:
         self._vectors: dict[str, sim.QueryVector] = {}
         self._matrix: FrameMatrix | None = None
         self._lock = threading.Lock()
+        self._sql = threading.RLock()  # one DuckDB connection, many server threads: one query at a time
         self.job: dict[str, Any] = {"state": "idle"}
         self.ranking: Ranking | None = None
         self.round = 0
@@ -165,7 +166,9 @@ class Explorer:
         table, column = "frames", "scores"
         if self.head is not None and cls.strip().lower() in [c.lower() for c in self.head.classes]:
             index = q.resolve_head_class(self.head, cls)
-            table, column, name = q._head_view(self.out, self.head), "head_scores", self.head.classes[index]
+            with self._sql:
+                table = q._head_view(self.out, self.head)
+            column, name = "head_scores", self.head.classes[index]
         else:
             index = q.resolve_class(self.out.labels, cls)
             name = self.out.labels.names[index]
@@ -177,10 +180,12 @@ class Explorer:
                 return self._page(hits, n, offset, f"class {name}" + (f" >= {threshold:g}" if threshold else ""),
                                   "scores (in memory)")  # fmt: skip
         sql = (
-            f"SELECT path, frame, start_s, end_s, {column}[{index + 1}] AS score FROM {table}"
+            f"SELECT path, frame, start_s, start_s + {framing.WINDOW_SECONDS} AS end_s, {column}[{index + 1}] AS score"
+            f" FROM {table}"
             f" WHERE {column}[{index + 1}] >= $t ORDER BY score DESC, path, frame LIMIT $n OFFSET $o"
         )
-        t = sql_table(self.out.con, sql, {"t": float(threshold), "n": n + 1, "o": int(offset)})
+        with self._sql:
+            t = sql_table(self.out.con, sql, {"t": float(threshold), "n": n + 1, "o": int(offset)})
         hits = [Hit(r["path"], r["frame"], r["start_s"], r["end_s"], r["score"]) for r in t.to_pylist()]
         return self._page(hits, n, offset, f"class {name}" + (f" >= {threshold:g}" if threshold else ""), "scores")
 
@@ -205,14 +210,16 @@ class Explorer:
             tmp = os.path.join(d, "upload" + suffix)
             with open(tmp, "wb") as f:
                 f.write(data)
-            vec = sim.file_vector(self.out, tmp, model_uri=self.model_uri)
+            with self._sql:
+                vec = sim.file_vector(self.out, tmp, model_uri=self.model_uri)
         spec = f"upload:{secrets.token_hex(4)}"
         self._vectors[spec] = sim.QueryVector(vec.vector, f"uploaded {name!r}")
         return spec
 
     def search_example(self, spec: str, offset: int = 0, n: int = PAGE) -> dict:
-        vec = self.query_vector(spec)
-        t = sim.similar(self.out, vec, k=offset + n + 1)
+        with self._sql:
+            vec = self.query_vector(spec)
+            t = sim.similar(self.out, vec, k=offset + n + 1)
         method = (t.schema.metadata or {}).get(b"search", b"exact").decode()
         rows = t.to_pylist()[offset:]
         hits = [Hit(r["path"], r["frame"], r["start_s"], r["end_s"], r["similarity"]) for r in rows]
@@ -254,11 +261,12 @@ class Explorer:
             }
         paths = sorted({h.path for h in hits})
         frames = sorted({int(h.frame) for h in hits})
-        t = sql_table(
-            self.out.con,
-            "SELECT path, frame, scores FROM frames WHERE list_contains($p, path) AND list_contains($f, frame)",
-            {"p": paths, "f": frames},
-        )
+        with self._sql:
+            t = sql_table(
+                self.out.con,
+                "SELECT path, frame, scores FROM frames WHERE list_contains($p, path) AND list_contains($f, frame)",
+                {"p": paths, "f": frames},
+            )
         m = list_matrix(t.column("scores")) if t.num_rows else np.zeros((0, len(names)))
         top = np.argsort(-m, axis=1, kind="stable")[:, :TOP_LABELS]
         out = {}
@@ -374,5 +382,6 @@ class Explorer:
         from yamnet_beam.analysis.raven import raven_text
 
         head = self.head if self.head and cls.lower() in [c.lower() for c in self.head.classes] else None
-        ev = q.events(self.out, cls, threshold if threshold is not None or head else 0.5, head=head)
+        with self._sql:
+            ev = q.events(self.out, cls, threshold if threshold is not None or head else 0.5, head=head)
         return raven_text(ev)
