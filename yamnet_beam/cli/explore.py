@@ -43,5 +43,5 @@ def _cmd_explore(args: argparse.Namespace, rest: Sequence[str]) -> int:
         print(f"Explorer for {args.output}: {url}", flush=True)
         print("Ctrl-C stops it.", flush=True)
 
-    serve(app, args.host, args.port, ready)
-    return 0
+    serve(app, args.host, args.port, ready)  # returns on Ctrl-C (the server takes it)
+    raise KeyboardInterrupt(f"explorer stopped; labels are in {app.ex.store.dir}")
