@@ -313,8 +313,11 @@ def train(
     alpha: float = 1e-4,
     max_iter: int = 1000,
     seed: int = 0,
+    frame_source=None,
 ) -> Head:
-    """Cross-validates, calibrates, fits on every labelled file and writes ``head_dir`` (head, metrics.json)."""
+    """Cross-validates, calibrates, fits on every labelled file and writes ``head_dir`` (head, metrics.json).
+
+    ``frame_source``: window labels only, frames already in memory (:func:`.windows.load_windows`)."""
     if head_type not in HEAD_TYPES:
         raise TrainError(f"--head_type must be one of {HEAD_TYPES}, got {head_type!r}")
     if folds < 2:
@@ -329,7 +332,7 @@ def train(
     from yamnet_beam.customize.windows import is_window_labels, load_windows
 
     if is_window_labels(labels_csv):
-        data = load_windows(out, labels_csv)
+        data = load_windows(out, labels_csv, frame_source=frame_source)
     else:
         data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
     if len(data.classes) in FORBIDDEN_WIDTHS:

@@ -133,11 +133,13 @@ def frame_table(out: Output, paths: list[str]) -> dict[str, tuple[np.ndarray, np
     return result
 
 
-def load_windows(out: Output, labels: str, min_files: int = 1):
+def load_windows(out: Output, labels: str, min_files: int = 1, frame_source=None):
     """The labelled windows joined with the output's frames, as a LabelledSet whose items are windows.
 
     A class may come from one file (negatives often do: one noisy recording); cross-validation then
-    holds all of it out at once and says so, and the final head is fit on every window."""
+    holds all of it out at once and says so, and the final head is fit on every window. ``frame_source``
+    (``paths -> {path: (start_s, end_s, embeddings)}``, as :func:`frame_table`) serves frames already in
+    memory (the explorer's)."""
     from yamnet_beam.customize.train import LabelledSet
 
     windows = read_windows(labels)
@@ -151,7 +153,7 @@ def load_windows(out: Output, labels: str, min_files: int = 1):
 
         for b in scan_parquet(out.fs, out.file_files, ["path", "status"]):
             status.update(zip(b.column("path").to_pylist(), b.column("status").to_pylist(), strict=True))
-    frames = frame_table(out, [w.path for w in windows if w.cls is not None])
+    frames = (frame_source or (lambda paths: frame_table(out, paths)))([w.path for w in windows if w.cls is not None])
     items: list[tuple[Window, np.ndarray]] = []
     for w in windows:
         if w.cls is None:

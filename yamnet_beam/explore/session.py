@@ -49,8 +49,9 @@ class Hit:
 
 class FrameMatrix:
     """Every frame's row (path, frame, start_s, end_s), YAMNet scores (class-major float32, so one class is one
-    contiguous read) and embedding (float16) in memory: class search and re-ranking without a scan.
-    About 4 KB a frame (4 GB for a million); loaded once, in the background, when the explorer starts."""
+    contiguous read) and embedding (float32: numpy's float16 arithmetic is slower than the matrix product) in
+    memory: class search, training and re-ranking without a scan. About 6 KB a frame (6 GB for a million);
+    loaded once, in the background, when the explorer starts."""
 
     def __init__(self, out: Output):
         paths, frames, starts, ends, embs, scores = [], [], [], [], [], []
@@ -59,13 +60,13 @@ class FrameMatrix:
             frames.append(b.column("frame").to_numpy())
             starts.append(b.column("start_s").to_numpy())
             ends.append(b.column("end_s").to_numpy())
-            embs.append(list_matrix(b.column("embedding")).astype(np.float16))
+            embs.append(list_matrix(b.column("embedding")).astype(np.float32))
             scores.append(list_matrix(b.column("scores")).astype(np.float32, copy=False).T.copy())
         self.paths = np.asarray(pa.chunked_array(paths, pa.string()).to_pylist(), dtype=object)
         self.frames = np.concatenate(frames) if frames else np.zeros(0, np.int64)
         self.starts = np.concatenate(starts) if starts else np.zeros(0)
         self.ends = np.concatenate(ends) if ends else np.zeros(0)
-        self.emb = np.concatenate(embs) if embs else np.zeros((0, 1024), np.float16)
+        self.emb = np.concatenate(embs) if embs else np.zeros((0, 1024), np.float32)
         self.class_scores = np.concatenate(scores, axis=1) if scores else np.zeros((0, 0), np.float32)
         self._runs: dict[str, list[tuple[int, int, int]]] = {}  # path -> (first frame, first row, rows) per run
         if len(self.paths):
@@ -81,6 +82,16 @@ class FrameMatrix:
                 return i
         return None
 
+    def windows(self, paths: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """What :func:`yamnet_beam.customize.windows.frame_table` reads from the output, from memory."""
+        out = {}
+        for p in set(paths):
+            rows = np.concatenate([np.arange(at, at + n) for _, at, n in self._runs.get(p, ())] or [np.zeros(0, int)])
+            if len(rows):
+                rows = rows[np.argsort(self.frames[rows], kind="stable")]
+                out[p] = (self.starts[rows], self.starts[rows] + framing.WINDOW_SECONDS, self.emb[rows])
+        return out
+
     def top(self, values: np.ndarray, minimum: float, count: int) -> np.ndarray:
         """Indices of the ``count`` highest ``values`` >= ``minimum``, ordered by value (descending), path, frame."""
         idx = np.flatnonzero(values >= minimum)
@@ -95,7 +106,7 @@ class FrameMatrix:
         layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in head.layers]
         out = np.empty(len(self.emb), np.float32)
         for i in range(0, len(self.emb), chunk):
-            z = self.emb[i : i + chunk].astype(np.float32)
+            z = self.emb[i : i + chunk]
             for k, (w, b) in enumerate(layers):
                 z = z @ w + b
                 if k < len(layers) - 1:
@@ -141,7 +152,7 @@ class Explorer:
         self.ranking: Ranking | None = None
         self.round = 0
         if preload:  # class search uses SQL until the matrix is in memory
-            threading.Thread(target=self.matrix, daemon=True).start()
+            threading.Thread(target=self._preload, daemon=True).start()
 
     # ---- what may be read
 
@@ -302,6 +313,14 @@ class Explorer:
 
     # ---- train and re-rank
 
+    def _preload(self) -> None:
+        self.matrix()
+        try:  # the first Train click should not wait for these imports (seconds)
+            import matplotlib  # noqa: F401  (train draws confusion.png)
+            import sklearn.linear_model  # noqa: F401
+        except ImportError:
+            pass
+
     def matrix(self) -> FrameMatrix:
         with self._lock:
             if self._matrix is None:
@@ -332,7 +351,8 @@ class Explorer:
                 f.write(lab.to_csv(labels))
             self.job["step"] = f"cross-validating a {head_type} head on {len(labels)} labels"
             head_dir = os.path.join(heads, name)
-            head = train(self.out.root, csv_path, head_dir, head_type=head_type, folds=5)
+            source = self.matrix().windows  # the frames in memory, not a scan of the output
+            head = train(self.out.root, csv_path, head_dir, head_type=head_type, folds=5, frame_source=source)
             self.job["step"] = "scoring every frame"
             self.ranking = self._rank(head, head_dir, cls, mode, labels)
             clip = head.metrics.get("clip", {})
