@@ -152,7 +152,7 @@ class Explorer:
         self.ranking: Ranking | None = None
         self.round = 0
         if preload:  # class search uses SQL until the matrix is in memory
-            threading.Thread(target=self._preload, daemon=True).start()
+            threading.Thread(target=self.matrix, daemon=True).start()
 
     # ---- what may be read
 
@@ -312,14 +312,6 @@ class Explorer:
         return lab.to_csv(self._latest())
 
     # ---- train and re-rank
-
-    def _preload(self) -> None:
-        self.matrix()
-        try:  # the first Train click should not wait for these imports (seconds)
-            import matplotlib  # noqa: F401  (train draws confusion.png)
-            import sklearn.linear_model  # noqa: F401
-        except ImportError:
-            pass
 
     def matrix(self) -> FrameMatrix:
         with self._lock:
