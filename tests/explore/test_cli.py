@@ -15,12 +15,20 @@ import pytest
 from yamnet_beam.cli import main
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C as a terminal delivers it, whatever the test process inherited (an ignored SIGINT
+    is inherited across exec, and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def _start(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "yamnet_beam.cli", "explore", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
@@ -59,7 +67,7 @@ def test_the_printed_url_works_and_nothing_without_its_token(fresh_out, host):
         assert _status(f"{base}/api/classes?token={token}x") == 403
     finally:
         code, err = _stop(proc)
-    assert code == 130
+    assert code == 130, err
     warned = "warning: listening on 0.0.0.0" in err
     assert warned == (host == "0.0.0.0")
 
