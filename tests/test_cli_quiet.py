@@ -84,6 +84,7 @@ def typical(model: Path, class_map: Path, elsewhere: Path) -> dict[str, list[lis
         "export": [["export", "--head", "head", "-o", "head.tflite"]],
         "index": [["index", "out"], ["query", "out", "similar", "--to", "labelled/tone_0.wav:2", "--top", "3"]],
         "export-hoplite": [["export-hoplite", "out", "-o", "hoplite_db"]],
+        "explore": [],  # a server until Ctrl-C: tests/explore drives it
     }
 
 

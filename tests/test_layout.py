@@ -28,6 +28,7 @@ LAYERS = (
     ("index",),  # the ANN index's shards beside the table: build one, search them, staleness (no Beam)
     ("job", "analysis"),  # writing an output (Beam); reading one (DuckDB)
     ("customize",),  # training, calibrating and exporting heads from an output
+    ("explore",),  # the local web app: search, listen, label, train, re-rank
 )
 ALLOWED = {stage: {s for lower in LAYERS[:i] for s in lower} for i, layer in enumerate(LAYERS) for stage in layer}
 

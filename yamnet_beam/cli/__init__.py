@@ -4,7 +4,7 @@
 May import every stage (it is the top); nothing imports it. :mod:`.grammar` holds the grammar and the table of
 commands, :mod:`.job` the commands that run or fetch (run, demo, download, version), :mod:`.tables` those that
 read an output (query, pool, plot, report), :mod:`.heads` those about your own classes (train, apply, export),
-:mod:`.index` the similarity index (index).
+:mod:`.index` the similarity index (index, export-hoplite), :mod:`.explore` the local web app (explore).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _guard(fn) -> int:
 
 def build_parser() -> tuple[Parser, dict[str, Parser]]:
     """The ``yamnet-beam`` parser and each command's own (query's subcommands as ``query top`` ...)."""
-    from yamnet_beam.cli import heads, index, job, tables
+    from yamnet_beam.cli import explore, heads, index, job, tables
 
     parser = Parser(
         prog="yamnet-beam",
@@ -78,7 +78,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     parser.add_argument("-v", "--verbose", action="store_true", help="show third-party INFO/WARNING lines")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     parsers: dict[str, Parser] = {}
-    for module in (job, tables, heads, index):
+    for module in (job, tables, heads, index, explore):
         module.add_parsers(sub, parsers)
     return parser, parsers
 

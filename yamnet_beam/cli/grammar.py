@@ -35,6 +35,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("export", "export --head DIR -o TFLITE", "YAMNet + a head as one .tflite for MediaPipe"),
     ("index", "index OUTPUT [--precision f16|i8] [Beam flags]", "the ANN index query similar uses (a Beam job)"),
     ("export-hoplite", "export-hoplite OUTPUT -o DB_DIR", "the embeddings as a perch-hoplite database"),
+    (
+        "explore",
+        "explore OUTPUT [--head DIR] [--host ADDR] [--port N]",
+        "web app: search, listen, label, train, re-rank",
+    ),
 )
 
 # Earlier spellings: accepted, with one line naming the new one. A value with a space replaces a bare flag.

@@ -15,7 +15,12 @@ HEAD_HELP = "head directory written by `yamnet-beam train`"
 def add_parsers(sub, parsers: dict[str, Parser]) -> None:
     train = sub.add_parser("train", help="train a head (your classes) on an output's embeddings, cross-validated")
     train.add_argument("output", help="the --output directory of a run over the labelled files")
-    train.add_argument("--labels", required=True, help="CSV path,label[,fold]; repeat a path for several labels")
+    train.add_argument(
+        "--labels",
+        required=True,
+        help="CSV path,label[,fold] (repeat a path for several labels), window labels "
+        "path,start_s,end_s,label[,fold], or an explorer labels directory (OUTPUT/labels)",
+    )
     train.add_argument("-o", "--out", dest="dest", required=True, help="head directory to write")
     train.add_argument("--head_type", choices=("linear", "mlp"), default="linear", help="default: linear")
     train.add_argument("--folds", type=int, default=5, help="cross-validation folds over files (default 5)")

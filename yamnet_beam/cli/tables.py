@@ -22,10 +22,16 @@ def _threshold(p: argparse.ArgumentParser, with_head: bool) -> None:
 def add_parsers(sub, parsers: dict[str, Parser]) -> None:
     from yamnet_beam.analysis.render import FORMATS
 
-    fmt = argparse.ArgumentParser(add_help=False)
-    fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: a text table)")
-    fmt.add_argument("-o", "--out", dest="dest", help="write to this file (required for --format parquet)")
-    add_mode(fmt, "the -o file")
+    def formats(extra: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        fmt = argparse.ArgumentParser(add_help=False)
+        fmt.add_argument(
+            "--format", choices=(*FORMATS, *extra), default="table", help="output format (default: a text table)"
+        )
+        fmt.add_argument("-o", "--out", dest="dest", help="write to this file (required for --format parquet)")
+        add_mode(fmt, "the -o file")
+        return fmt
+
+    fmt = formats()
     query = sub.add_parser("query", help="ask a finished output questions (DuckDB over its Parquet)")
     query.add_argument("output", help=OUTPUT_HELP)
     query.set_defaults(handler=_cmd_query)
@@ -34,12 +40,17 @@ def add_parsers(sub, parsers: dict[str, Parser]) -> None:
     top = qsub.add_parser("top", parents=[fmt], help="top classes per file, mean- and max-pooled")
     top.add_argument("--top", type=int, default=5, help="classes per file (default 5)")
     top.add_argument("--path", help=PATH_HELP)
-    ev = qsub.add_parser("events", parents=[fmt], help="time ranges where a class scores above a threshold")
+    ev = qsub.add_parser(
+        "events", parents=[formats(("raven",))], help="time ranges where a class scores above a threshold"
+    )
     ev.add_argument("--class", dest="cls", required=True, help="display name, AudioSet MID or index")
     _threshold(ev, with_head=True)
     ev.add_argument("--min_duration_s", type=float, default=0.0, help="drop events shorter than this (seconds)")
     ev.add_argument("--max_gap_s", type=float, default=0.0, help="merge events separated by at most this (seconds)")
     ev.add_argument("--path", help=PATH_HELP)
+    ev.add_argument(
+        "--per_file", action="store_true", help="--format raven: one selection table per audio file into the -o DIR"
+    )
     for p in (top, ev):
         p.add_argument("--head", help=HEAD_HELP)
     sim = qsub.add_parser("similar", parents=[fmt], help="nearest frames (or files) by embedding cosine similarity")
@@ -176,5 +187,25 @@ def _cmd_query(args: argparse.Namespace, rest: Sequence[str]) -> int:
         table = q.summary(out, args.top)
     else:  # argparse's choices make this unreachable
         raise UsageError(f"unknown query {cmd!r}")
+    if args.format == "raven":
+        return _raven(table, args)
+    if getattr(args, "per_file", False):
+        raise UsageError("--per_file goes with --format raven")
     render(table, args.format, args.dest)
+    return 0
+
+
+def _raven(table, args: argparse.Namespace) -> int:
+    """``query events --format raven``: Raven Pro selection tables (one, or ``--per_file`` one per audio file)."""
+    import sys
+
+    from yamnet_beam.analysis.raven import raven_text, write_raven
+
+    if args.per_file and not args.dest:
+        raise UsageError("--per_file writes one table per audio file: pass -o DIR")
+    if not args.dest:
+        sys.stdout.write(raven_text(table))
+        return 0
+    written = write_raven(table, args.dest, per_file=args.per_file)
+    print(f"Wrote {len(written)} Raven selection table(s) to {args.dest}", file=sys.stderr)
     return 0

@@ -1,6 +1,7 @@
 """Train a head on an output's stored frame embeddings: cross-validated by file, calibrated, then fit on all.
 
-Every frame carries its file's labels (one label per file: multi-class softmax; several: multi-label sigmoid);
+Every frame carries its file's labels (one label per file: multi-class softmax; several: multi-label sigmoid;
+window-level labels, :mod:`.windows`: the frames covering a labelled window take its label);
 clips are decided by averaging their frames' probabilities. Cross-validation never puts a file's frames on both
 sides of a split (folds from the labels' ``fold`` column, else stratified K-fold over files). The held-out
 frame probabilities choose the per-class thresholds (:mod:`.calibrate`). scikit-learn does the fitting
@@ -39,15 +40,22 @@ HEAD_TYPES = ("linear", "mlp")
 
 @dataclass
 class LabelledSet:
-    """The usable labelled files with their frames, and what was left out and why."""
+    """The usable labelled files (or windows) with their frames, and what was left out and why."""
 
     classes: list[str]
-    paths: list[str]  # one per file
+    paths: list[str]  # one per file (per window: its file's)
     targets: np.ndarray  # [files, K] 0/1
     folds: list[str] | None  # the labels' fold column, per file
     embeddings: list[np.ndarray]  # per file, [frames, 1024] float32
     multilabel: bool
     problems: list[str] = field(default_factory=list)
+    windows: list[tuple[float, float]] | None = None  # window-level labels: each item's start_s, end_s
+
+    def item_names(self) -> list[str]:
+        """Each item's name in metrics.json: its path, or for a window ``path@start-end``."""
+        if self.windows is None:
+            return list(self.paths)
+        return [f"{p}@{a:g}-{b:g}" for p, (a, b) in zip(self.paths, self.windows, strict=True)]
 
 
 def read_labels(labels_csv: str) -> tuple[dict[str, list[str]], dict[str, str], str]:
@@ -188,6 +196,10 @@ def file_folds(data: LabelledSet, folds: int, seed: int) -> np.ndarray:
         if len(names) < 2:
             raise TrainError("the labels' fold column has one value: give at least 2 folds")
         return np.array([names.index(f) for f in data.folds])
+    if data.windows is not None:
+        from yamnet_beam.customize.windows import group_folds
+
+        return group_folds(data.targets, data.paths, folds, seed)
     ms = sklearn_module("model_selection")
     n = len(data.paths)
     if data.multilabel:
@@ -301,8 +313,11 @@ def train(
     alpha: float = 1e-4,
     max_iter: int = 1000,
     seed: int = 0,
+    frame_source=None,
 ) -> Head:
-    """Cross-validates, calibrates, fits on every labelled file and writes ``head_dir`` (head, metrics.json)."""
+    """Cross-validates, calibrates, fits on every labelled file and writes ``head_dir`` (head, metrics.json).
+
+    ``frame_source``: window labels only, frames already in memory (:func:`.windows.load_windows`)."""
     if head_type not in HEAD_TYPES:
         raise TrainError(f"--head_type must be one of {HEAD_TYPES}, got {head_type!r}")
     if folds < 2:
@@ -314,7 +329,12 @@ def train(
     model_sha = out.run_value("model_sha256")
     if not model_sha:
         raise TrainError(f"{output} records no model SHA-256 (manifest.json or table metadata): rerun the job")
-    data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
+    from yamnet_beam.customize.windows import is_window_labels, load_windows
+
+    if is_window_labels(labels_csv):
+        data = load_windows(out, labels_csv, frame_source=frame_source)
+    else:
+        data = load_labelled(out, labels_csv, folds, min_frame_score=min_frame_score)
     if len(data.classes) in FORBIDDEN_WIDTHS:
         raise TrainError(
             f"{len(data.classes)} classes: a head as wide as YAMNet's embedding or scores cannot be exported; "
@@ -338,9 +358,10 @@ def train(
         "clip": clip_metrics(data, clip_scores, thresholds),
         "calibration": calibration,
         "target_precision": target_precision,
-        "files": len(data.paths),
+        "files": len(set(data.paths)),
+        **({"windows": len(data.paths)} if data.windows is not None else {}),
         "frames": int(counts.sum()),
-        "folds": {p: int(f) for p, f in zip(data.paths, fold_of_file, strict=True)},
+        "folds": {p: int(f) for p, f in zip(data.item_names(), fold_of_file, strict=True)},
         "problems": data.problems,
         "trained_on": {"output": out.uri, "model_uri": out.model_uri, "model_sha256": model_sha},  # export's default
     }
@@ -353,11 +374,18 @@ def train(
         yamnet_sha256=model_sha,
         output_fingerprint=out.run_value("fingerprint", ""),
         name=posixpath.basename(absolute_uri(head_dir).rstrip("/")) or "head",
-        metrics={k: metrics[k] for k in ("clip", "files", "frames")},
+        metrics={k: metrics[k] for k in ("clip", "files", "windows", "frames") if k in metrics},
         hyperparameters={
             "head_type": head_type,
             "folds": int(len(np.unique(fold_of_file))),
-            "fold_source": "labels" if data.folds is not None else "stratified" if not data.multilabel else "kfold",
+            "fold_source": "labels"
+            if data.folds is not None
+            else "grouped"
+            if data.windows is not None
+            else "stratified"
+            if not data.multilabel
+            else "kfold",
+            "labels": "windows" if data.windows is not None else "files",
             "min_frame_score": min_frame_score,
             "target_precision": target_precision,
             **({"C": c} if head_type == "linear" else {"hidden": hidden, "alpha": alpha}),

@@ -5,7 +5,8 @@ the files part is the commit marker of the frames parts with its id. ``heads/<he
 ``clips/`` (``pool``), ``index/`` (``index``: ANN shards, each ``shard-<name>.usearch`` + ``.rows.arrow``, committed by
 its ``.json``) and ``_similar_cache/`` are derived from frames/ and go with them; ``_tmp/`` holds
 parts being written, ``_runs/<run_id>/`` a run's plan and summary, and ``_lease.json`` names the job
-that holds the output (:mod:`.lease`).
+that holds the output (:mod:`.lease`). ``labels/`` holds people's window labels (``explore``, :mod:`.labels`):
+append-only, and never removed by ``--mode overwrite`` (they are work no run can redo).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PLAN_FILE = "plan.json"
 SUMMARY_FILE = "summary.json"
 MANIFEST = "manifest.json"  # the last run's parameters, counts and times
 LABELS_CSV = "labels.csv"  # the class names the run's scores are in
+LABELS_DIR = "labels"  # OUTPUT/labels/labels-<session>.jsonl: window labels, one fsync'd JSON line each
 LEASE = "_lease.json"  # the job holding the output (host, pid, start); see yamnet_beam.table.lease
 
 # What yamnet-beam writes into an output and ``--mode overwrite`` removes: the tables, everything derived
