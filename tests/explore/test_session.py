@@ -92,3 +92,24 @@ def test_with_a_head_its_classes_are_searched_by_its_applied_scores(labelled, fr
     scored.sort(key=lambda r: (-r[0], r[1], r[2]))
     assert [(x["path"], x["frame"]) for x in page["items"]] == [(p, i) for _, p, i in scored[:20]]
     assert page["query"] == "class beep"
+
+
+def test_an_output_too_big_for_memory_stays_on_sql_and_says_why_training_cannot_run(fresh_out, monkeypatch):
+    """Class search works without the frame matrix; training, which needs it, fails with the way out."""
+    from yamnet_beam.explore import session
+
+    frames = sum(len(v) for v in frames_by_path(fresh_out).values())
+    # Memory for just under the matrix's whole size: its half (the budget) is too small.
+    monkeypatch.setattr(session, "available_memory", lambda: frames * session.MATRIX_BYTES_PER_FRAME)
+    ex = Explorer(str(fresh_out))  # preloading on, as the command starts it
+    assert ex.matrix_bytes == frames * session.MATRIX_BYTES_PER_FRAME
+    page = ex.search_class("Beep, bleep")
+    assert page["items"] and ex._matrix is None  # answered by SQL; nothing loaded in the background
+    ex.add_label(page["items"][0]["path"], page["items"][0]["start_s"], page["items"][0]["end_s"], "beep", "positive")
+    ex.start_training("beep")
+    end = time.monotonic() + 60
+    while ex.job["state"] == "running" and time.monotonic() < end:
+        time.sleep(0.05)
+    assert ex.job["state"] == "error" and "yamnet-beam train" in ex.job["error"], ex.job
+    with pytest.raises(QueryError, match="hold every frame in memory"):
+        ex.matrix()

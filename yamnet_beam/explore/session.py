@@ -32,6 +32,20 @@ _LOG = logging.getLogger(__name__)
 PAGE = 20
 TOP_LABELS = 3
 RANK_MODES = ("top", "margin")
+MATRIX_BYTES_PER_FRAME = (1024 + 521) * 4 + 120  # FrameMatrix: float32 embedding and scores, the row columns
+MATRIX_MEMORY_SHARE = 0.5  # of the memory available when the explorer starts
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can give without swapping (Linux ``MemAvailable``; else free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class NotServed(UserError, LookupError):
@@ -143,6 +157,9 @@ class Explorer:
         self.durations: dict[str, float] = dict(
             zip(files.column("path").to_pylist(), files.column("duration_s").to_pylist(), strict=True)
         )
+        frames = sum(sql_table(self.out.con, "SELECT frames FROM files WHERE status = 'ok'").column(0).to_pylist())
+        self.matrix_bytes = int(frames or 0) * MATRIX_BYTES_PER_FRAME
+        self.memory_budget = int(available_memory() * MATRIX_MEMORY_SHARE)
         self.signals = SignalCache(self._decode)
         self._vectors: dict[str, sim.QueryVector] = {}
         self._matrix: FrameMatrix | None = None
@@ -151,7 +168,7 @@ class Explorer:
         self.job: dict[str, Any] = {"state": "idle"}
         self.ranking: Ranking | None = None
         self.round = 0
-        if preload:  # class search uses SQL until the matrix is in memory
+        if preload and self.matrix_bytes <= self.memory_budget:  # class search uses SQL until then
             threading.Thread(target=self.matrix, daemon=True).start()
 
     # ---- what may be read
@@ -316,6 +333,13 @@ class Explorer:
     def matrix(self) -> FrameMatrix:
         with self._lock:
             if self._matrix is None:
+                if self.matrix_bytes > self.memory_budget:  # say so before filling the memory, not after
+                    gb = 1024**3
+                    raise QueryError(
+                        f"training and re-ranking hold every frame in memory: {self.matrix_bytes / gb:.1f} GB for "
+                        f"this output, over half of the {2 * self.memory_budget / gb:.1f} GB available; train on "
+                        "the labels with `yamnet-beam train OUTPUT --labels OUTPUT/labels` and `apply` instead"
+                    )
                 self._matrix = FrameMatrix(self.out)
             return self._matrix
 
