@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from yamnet_beam.errors import UserError
 
 GRAMMAR = """\
-yamnet-beam COMMAND [OUTPUT] [flags]; every flag is snake_case, every command one word.
+yamnet-beam COMMAND [OUTPUT] [flags]; snake_case flags; one-word commands (export-TOOL: to a tool's format).
   reads      a run's output directory is the first positional argument; a head is --head DIR
   writes     -o/--out PATH (run and demo write their tables to --output DIR, a pipeline option like --input)
   overwrite  --mode error (default) refuses to replace what exists, --mode overwrite replaces it (run: also resume)
