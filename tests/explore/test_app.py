@@ -125,10 +125,30 @@ def test_example_search_says_how_and_ranks_by_cosine(client, synth):
     _authed(client)
     path = next(p for p, k in synth["truth"].items() if k == "target")
     page = client.get("/api/search", query_string={"kind": "example", "q": f"{path}:4"}).json
-    assert page["method"] == "exact" and page["items"][0]["path"] == path and page["items"][0]["frame"] == 4
+    assert page["method"] == "exact: no index" and page["items"][0]["path"] == path and page["items"][0]["frame"] == 4
     assert page["items"][0]["score"] == pytest.approx(1.0, abs=1e-5)
     scores = [x["score"] for x in page["items"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_example_search_uses_the_index_when_the_output_has_one(fresh_out, synth):
+    """Every shard is larger than this output, so the index's answer must equal exact search's."""
+    from yamnet_beam.cli import main
+
+    assert main(["index", str(fresh_out)]) == 0
+    client = _authed(Client(ExploreApp(Explorer(str(fresh_out), preload=False), token=TOKEN)))
+    path = next(p for p, k in synth["truth"].items() if k == "target")
+    page = client.get("/api/search", query_string={"kind": "example", "q": f"{path}:4"}).json
+    assert page["method"].startswith("index: 1 shards"), page["method"]
+    out = open_output(str(fresh_out))
+    q = np.asarray(
+        sql_table(out.con, "SELECT embedding FROM frames WHERE path = ? AND frame = 4", [path])[0][0].as_py()
+    )
+    rows = sql_table(out.con, "SELECT path, frame, embedding FROM frames").to_pylist()
+    m = np.asarray([r["embedding"] for r in rows], np.float64)
+    cos = m @ q / np.linalg.norm(m, axis=1) / np.linalg.norm(q)
+    got = [x["score"] for x in page["items"]]
+    np.testing.assert_allclose(got, np.sort(cos)[::-1][: len(got)], atol=2e-3)  # f16 vectors in the shard
 
 
 def test_an_uploaded_clip_is_embedded_and_searched(client, synth):
