@@ -113,3 +113,16 @@ def test_an_output_too_big_for_memory_stays_on_sql_and_says_why_training_cannot_
     assert ex.job["state"] == "error" and "yamnet-beam train" in ex.job["error"], ex.job
     with pytest.raises(QueryError, match="hold every frame in memory"):
         ex.matrix()
+
+
+def test_close_stops_the_background_load_and_waits_for_it(fresh_out):
+    """Ctrl-C must not leave a thread inside Arrow while the interpreter exits (the process would abort)."""
+    from yamnet_beam.explore.session import Closing
+
+    ex = Explorer(str(fresh_out))  # starts loading the frames in the background
+    ex.close()
+    assert ex._threads and not any(t.is_alive() for t in ex._threads)
+    stopped = Explorer(str(fresh_out), preload=False)
+    stopped._stop.set()
+    with pytest.raises(Closing):
+        stopped.matrix()  # a load asked for after close ends at its first batch

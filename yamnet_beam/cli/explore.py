@@ -43,5 +43,8 @@ def _cmd_explore(args: argparse.Namespace, rest: Sequence[str]) -> int:
         print(f"Explorer for {args.output}: {url}", flush=True)
         print("Ctrl-C stops it.", flush=True)
 
-    serve(app, args.host, args.port, ready)  # returns on Ctrl-C (the server takes it)
+    try:
+        serve(app, args.host, args.port, ready)  # returns on Ctrl-C (the server takes it)
+    finally:
+        app.ex.close()  # background loading and training end before the interpreter does
     raise KeyboardInterrupt(f"explorer stopped; labels are in {app.ex.store.dir}")

@@ -48,6 +48,10 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+class Closing(QueryError):
+    """The explorer is stopping: background work ends early."""
+
+
 class NotServed(UserError, LookupError):
     """A path the output does not list (files/ with status ok): never read."""
 
@@ -67,9 +71,11 @@ class FrameMatrix:
     memory: class search, training and re-ranking without a scan. About 6 KB a frame (6 GB for a million);
     loaded once, in the background, when the explorer starts."""
 
-    def __init__(self, out: Output):
+    def __init__(self, out: Output, stop: threading.Event | None = None):
         paths, frames, starts, ends, embs, scores = [], [], [], [], [], []
         for b in out.scan(["path", "frame", "start_s", "end_s", "scores", "embedding"]):
+            if stop is not None and stop.is_set():  # the explorer is closing: leave Arrow before the exit
+                raise Closing("the explorer stopped while loading the frames")
             paths.append(b.column("path"))
             frames.append(b.column("frame").to_numpy())
             starts.append(b.column("start_s").to_numpy())
@@ -168,8 +174,10 @@ class Explorer:
         self.job: dict[str, Any] = {"state": "idle"}
         self.ranking: Ranking | None = None
         self.round = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         if preload and self.matrix_bytes <= self.memory_budget:  # class search uses SQL until then
-            threading.Thread(target=self.matrix, daemon=True).start()
+            self._start(self._preload)
 
     # ---- what may be read
 
@@ -340,8 +348,27 @@ class Explorer:
                         f"this output, over half of the {2 * self.memory_budget / gb:.1f} GB available; train on "
                         "the labels with `yamnet-beam train OUTPUT --labels OUTPUT/labels` and `apply` instead"
                     )
-                self._matrix = FrameMatrix(self.out)
+                self._matrix = FrameMatrix(self.out, self._stop)
             return self._matrix
+
+    def _start(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _preload(self) -> None:
+        try:
+            self.matrix()
+        except Closing:
+            pass
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stops the background work and waits for it (up to ``timeout_s``): a thread still inside Arrow when
+        the interpreter exits aborts the process ("terminate called without an active exception")."""
+        self._stop.set()
+        end = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
 
     def start_training(self, cls: str, mode: str = "top", head_type: str = "linear") -> dict:
         if mode not in RANK_MODES:
@@ -350,7 +377,7 @@ class Explorer:
             raise QueryError("a head is being trained; wait for it")
         self.round += 1
         self.job = {"state": "running", "step": "reading labels", "class": cls, "round": self.round}
-        threading.Thread(target=self._train, args=(cls.strip(), mode, head_type), daemon=True).start()
+        self._start(self._train, cls.strip(), mode, head_type)
         return self.job
 
     def _train(self, cls: str, mode: str, head_type: str) -> None:
@@ -380,6 +407,8 @@ class Explorer:
                 | {"per_class": clip.get("per_class", {}), "windows": head.metrics.get("windows")},
                 threshold=self.ranking.threshold,
             )
+        except Closing as e:
+            self.job.update(state="error", step="stopped", error=str(e))
         except Exception as e:  # shown in the page; the server goes on
             _LOG.warning("training failed: %s", e, exc_info=not isinstance(e, UserError))
             self.job.update(state="error", step="failed", error=str(e))
