@@ -100,8 +100,11 @@ def _batches(out: OutputDir) -> Iterator[pa.RecordBatch]:
             )
 
 
-def export_hoplite(output: str, db_dir: str, threads: int = 0) -> int:
+def export_hoplite(output: str, db_dir: str, threads: int = 1) -> int:
     """Writes ``db_dir`` (a local directory, replaced whole) from ``output``'s frames; returns the windows written.
+
+    The graph is built on ``threads`` threads (0: all cores); on one, as by default, the same output always
+    gives the same graph, so what perch-hoplite's search finds in it is reproducible.
 
     Written into a sibling temporary directory and renamed into place, so a failed export leaves no
     half database.
