@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.explore.conftest import HOSTILE
+from tests.explore.conftest import HOSTILE, start_explorer, stop_explorer
 from tests.support.helpers import png_stats
 from yamnet_beam.table.labels import read_labels
 
@@ -30,25 +28,13 @@ CLASS = "beep"
 @pytest.fixture
 def server(fresh_out):
     """``yamnet-beam explore`` as a process; its URL from its first line; stopped by its PID."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yamnet_beam.cli", "explore", str(fresh_out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_explorer(str(fresh_out))
     try:
         line = proc.stdout.readline()
         assert "http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
         yield {"url": line.split(": ", 1)[1].strip(), "out": fresh_out}
     finally:
-        os.kill(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop_explorer(proc)
 
 
 @pytest.fixture

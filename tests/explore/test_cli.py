@@ -3,46 +3,14 @@ warning for a non-loopback address, Ctrl-C; every process stopped by its PID."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
+from tests.explore.conftest import start_explorer as _start
+from tests.explore.conftest import stop_explorer as _stop
 from yamnet_beam.cli import main
-
-
-def _interruptible() -> None:
-    """In the child: Ctrl-C as a terminal delivers it, whatever the test process inherited (an ignored SIGINT
-    is inherited across exec, and Python then installs no KeyboardInterrupt handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-
-
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "yamnet_beam.cli", "explore", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_interruptible,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> tuple[int, str]:
-    os.kill(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    err = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    return proc.returncode, err
 
 
 def _status(url: str) -> int:
