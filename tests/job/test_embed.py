@@ -4,6 +4,7 @@ import pickle
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -136,6 +137,55 @@ def test_model_failure_still_yields_a_row(fixtures_dir, tmp_path):
     )
     assert row["status"] == "error" and row["error_kind"] == "internal"
     assert "interpreter exploded" in row["error"]
+
+
+class _FailingAtCall(FakeModelLoader):
+    """A fake model whose ``fail_at``-th predict() raises, as an interpreter crashing once would."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def load(self) -> FakeModel:
+        model = super().load()
+        predict = model.predict
+
+        def failing(frames):
+            if model.calls + 1 == self.fail_at:
+                model.calls += 1
+                raise RuntimeError("interpreter crashed")
+            return predict(frames)
+
+        model.predict = failing
+        return model
+
+
+def test_files_of_a_part_share_batches_and_a_model_failure_names_every_file_it_cost(tmp_path):
+    """Frames of consecutive files share CNN batches: a batch that fails holds the first file's last frame
+    and the second's first ones, so both rows say internal (the frames written before are kept and counted);
+    the next file is embedded as usual, and every input has its row."""
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, seconds in (("a", 2.5), ("b", 10.0), ("c", 1.0)):
+        paths.append(tmp_path / f"{name}.wav")
+        sf.write(paths[-1], (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    # a: 5 frames -> call 1 runs 4; its 5th waits for b's first 3 in call 2, which fails.
+    frames, rows = _run_fn(_fn(out, _FailingAtCall(2), frames_per_batch=4), out, *paths)
+    assert [(r["path"].rsplit("/", 1)[-1], r["status"], r["error_kind"]) for r in rows] == [
+        ("a.wav", "error", "internal"),
+        ("b.wav", "error", "internal"),
+        ("c.wav", "ok", None),
+    ]
+    assert "interpreter crashed" in rows[0]["error"] and "interpreter crashed" in rows[1]["error"]
+    assert [r["frames"] for r in rows] == [4, 0, framing.num_frames(16000)]
+    assert frames.num_rows == sum(r["frames"] for r in rows)
+    for row in rows:  # the rows kept are the fake model's numbers for those frames
+        audio, _, _ = decode_file(row["path"])
+        got = frames.filter(pc.equal(frames.column("path"), row["path"]))
+        want = FakeModel().predict(framing.frame_signal(audio))[1][: row["frames"]]  # the fake's embedding: exact
+        assert got.column("frame").to_pylist() == list(range(row["frames"]))
+        assert np.array_equal(np.asarray(got.column("embedding").to_pylist(), np.float32).reshape(-1, 1024), want)
 
 
 def test_real_model_equals_direct_interpreter(fixtures_dir, model_path, tmp_path):

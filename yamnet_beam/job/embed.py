@@ -22,6 +22,7 @@ from yamnet_beam.audio import AudioDecodeError, open_audio, segment_quantum
 from yamnet_beam.job.frames import (
     SEGMENTS_TAG,
     EmbedSettings,
+    FileFrames,
     _identity,
     _ModelFn,
     _OutputFn,
@@ -31,6 +32,7 @@ from yamnet_beam.job.frames import (
 from yamnet_beam.job.inputs import InputFile, with_identity
 from yamnet_beam.job.parts import Part, Segment, long_file_part_id
 from yamnet_beam.model.loader import ModelLoader
+from yamnet_beam.model.multifile import MultiFileStream
 from yamnet_beam.table import schema
 from yamnet_beam.table.parts import PartWriteError, PartWriter
 from yamnet_beam.uris import display_path
@@ -47,21 +49,34 @@ class _EmbedPartFn(_ModelFn):
 
     def process(self, part: Part) -> Iterator[Any]:
         writer = self._writer(part.id)
-        rows, segments = [], []
+        rows: list[dict[str, Any]] = []
+        segments: list[Segment] = []
+        written: dict[int, FileFrames] = {}  # a row's id -> its file's frames, counted once all are written
         items = list(part.files)
-        # The next file is opened (and its first blocks decoded) while this one runs through the
-        # model: with many short files the model otherwise waits for every file's first block.
-        with ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-open") as pool:
+        # The next file is opened (and its first blocks decoded) while this one runs through the model: with
+        # many short files the model otherwise waits for every file's first block. One model stream serves
+        # the whole part: a file's last frames share a CNN batch with the next file's first ones.
+        with ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-open") as pool, self._model_stream() as frames:
             pending = pool.submit(self._open, items[0]) if items else None
             try:
                 for i, item in enumerate(items):
                     opened = pending
                     pending = pool.submit(self._open, items[i + 1]) if i + 1 < len(items) else None
-                    result = self.embed_file(item, part.id, writer, opened.result())
+                    result = self.embed_file(item, part.id, writer, opened.result(), frames, rows, written)
                     if isinstance(result, list):
                         segments += result
                     else:
                         rows.append(result)
+                try:
+                    self._write(writer, frames.drain)
+                except PartWriteError:
+                    raise
+                except Exception as e:  # a model failure: the files whose frames were queued say so
+                    _LOG.exception("Unexpected failure on the last frames of part %s", part.id)
+                    self._fail_queued(frames, rows, written, _internal_reason(e))
+                for row in rows:
+                    if id(row) in written:
+                        row["frames"] = written[id(row)].rows
                 t0 = time.perf_counter()
                 if rows:
                     writer.commit(rows)
@@ -78,6 +93,16 @@ class _EmbedPartFn(_ModelFn):
             yield self._count(row)
         for seg in segments:
             yield beam.pvalue.TaggedOutput(SEGMENTS_TAG, seg)
+
+    @staticmethod
+    def _fail_queued(
+        frames: MultiFileStream, rows: list[dict[str, Any]], written: dict[int, FileFrames], reason: str
+    ) -> None:
+        """The model failed: every file whose frames were still queued lost them, so its row says internal."""
+        dropped = frames.discard()
+        for row in rows:
+            if written.get(id(row)) in dropped and row["status"] == schema.STATUS_OK:
+                row.update(status=schema.STATUS_ERROR, error_kind="internal", error=reason)
 
     def _plan_segments(self, item: InputFile, info) -> list[Segment] | None:
         s = self._settings
@@ -109,17 +134,26 @@ class _EmbedPartFn(_ModelFn):
             return item, e
 
     def embed_file(
-        self, item: InputFile, part_id: str, writer: PartWriter, opened: tuple[InputFile, Any] | None = None
+        self,
+        item: InputFile,
+        part_id: str,
+        writer: PartWriter,
+        opened: tuple[InputFile, Any],
+        frames: MultiFileStream,
+        rows: list[dict[str, Any]],
+        written: dict[int, FileFrames],
     ) -> dict[str, Any] | list[Segment]:
         """Streams one file through decode, framing and the model into ``writer``; returns its files row
-        (or, for a long seekable file, the segments to process instead). ``opened``: what
-        :meth:`_open` returned for it, when it was opened ahead."""
+        (or, for a long seekable file, the segments to process instead). ``opened``: what :meth:`_open`
+        returned for it. ``frames``: the part's model stream, whose queue may still hold this file's last
+        frames on return; the row's ``frames`` count is ``written[id(row)].rows`` once the stream is drained.
+        ``rows``: the part's rows so far, which a model failure may turn into errors (their frames were queued).
+        """
         s = self._settings
         item, opened_stream = opened if opened is not None else self._open(item)
         path = display_path(item.path)
         identity = _identity(item, s.fingerprint, part_id)
-        framer = self._frame_stream()
-        before = writer.rows_added
+        target = FileFrames(path)
         info = None
         stream = None
         try:
@@ -131,45 +165,52 @@ class _EmbedPartFn(_ModelFn):
                 if segments:
                     self._segment_count.inc(len(segments))
                     return segments
-                self._stream_frames(path, stream, framer, writer, 0, 0, finish=True)
+                self._stream_frames(target, stream, frames, writer, finish=True)
         except PartWriteError:  # the output failed, not this file: the part fails and is retried
             raise
         except AudioDecodeError as e:
             try:  # the audio decoded before the failure (or the limit) is kept, framed as if the file ended there
-                if framer.total_samples and not framer.finished:
-                    self._write_results(path, framer.finish(), framer, writer, 0, 0)
+                if frames.total_samples and not frames.finished:
+                    self._write(writer, frames.end)
             except PartWriteError:
                 raise
-            except Exception:
+            except Exception as e2:
                 _LOG.exception("Could not keep the frames decoded before the failure of %s", path)
-            return self._error_row(path, identity, info, stream, writer.rows_added - before, e.kind, str(e))
+                self._fail_queued(frames, rows, written, _internal_reason(e2))
+            row = self._error_row(path, identity, info, stream, e.kind, str(e))
         except Exception as e:  # a bug or a model failure must still leave a row, never a lost file
             _LOG.exception("Unexpected failure on %s", path)
-            reason = f"{type(e).__name__}: {e} ({traceback.format_exc(limit=2).splitlines()[-1]})"
-            return self._error_row(path, identity, info, stream, writer.rows_added - before, "internal", reason)
-        return schema.file_row(
-            path,
-            status=schema.STATUS_OK,
-            frames=writer.rows_added - before,
-            duration_s=stream.duration_s,
-            warning=_warning(framer.total_samples, stream.nonfinite_samples, stream.clipped_samples),
-            nonfinite_samples=stream.nonfinite_samples,
-            **_source_fields(info),
-            **identity,
-        )
+            reason = _internal_reason(e)
+            self._fail_queued(frames, rows, written, reason)
+            row = self._error_row(path, identity, info, stream, "internal", reason)
+        else:
+            row = schema.file_row(
+                path,
+                status=schema.STATUS_OK,
+                duration_s=stream.duration_s,
+                warning=_warning(frames.total_samples, stream.nonfinite_samples, stream.clipped_samples),
+                nonfinite_samples=stream.nonfinite_samples,
+                **_source_fields(info),
+                **identity,
+            )
+        written[id(row)] = target
+        return row
 
-    def _error_row(self, path, identity, info, stream, emitted, kind, reason) -> dict[str, Any]:
+    def _error_row(self, path, identity, info, stream, kind, reason) -> dict[str, Any]:
         return schema.file_row(
             path,
             status=schema.STATUS_ERROR,
             error_kind=kind,
             error=without_path(path, reason),
-            frames=emitted,
             duration_s=stream.duration_s if stream is not None else None,
             nonfinite_samples=stream.nonfinite_samples if stream is not None else None,
             **_source_fields(info),
             **identity,
         )
+
+
+def _internal_reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e} ({traceback.format_exc(limit=2).splitlines()[-1]})"
 
 
 def without_path(path: str, reason: str) -> str:
@@ -186,36 +227,40 @@ class _EmbedSegmentFn(_ModelFn):
         s = self._settings
         path = display_path(seg.file.path)
         writer = self._writer(seg.frames_name)
-        framer = self._frame_stream()
+        target = FileFrames(path, seg.first_frame, seg.start)
         result: dict[str, Any] = {"index": seg.index, "count": seg.count, "error_kind": None, "error": None}
         stream = None
         try:
-            try:
-                with open_audio(
-                    seg.file.path,
-                    block_seconds=s.block_seconds,
-                    timeout_s=s.decode_timeout_s,
-                    segment=(seg.start, seg.stop),
-                ) as stream:
-                    result["info"] = stream.info
-                    last = seg.stop is None
-                    self._stream_frames(path, stream, framer, writer, seg.first_frame, seg.start, last)
-                if (
-                    not last
-                    and writer.rows_added != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1
-                ):
-                    raise AudioDecodeError(
-                        "corrupt",
-                        f"{path}: audio ends at {(seg.start + framer.total_samples) / framing.SAMPLE_RATE:.1f} s, "
-                        "before the length its header gives",
-                    )
-            except PartWriteError:
-                raise
-            except AudioDecodeError as e:
-                result["error_kind"], result["error"] = e.kind, without_path(path, str(e))
-            except Exception as e:  # never lose the file: its row will say what happened
-                _LOG.exception("Unexpected failure on %s, segment %d", path, seg.index)
-                result["error_kind"], result["error"] = "internal", f"{type(e).__name__}: {e}"
+            with self._model_stream() as frames:
+                try:
+                    with open_audio(
+                        seg.file.path,
+                        block_seconds=s.block_seconds,
+                        timeout_s=s.decode_timeout_s,
+                        segment=(seg.start, seg.stop),
+                    ) as stream:
+                        result["info"] = stream.info
+                        last = seg.stop is None
+                        self._stream_frames(target, stream, frames, writer, last)
+                    self._write(writer, frames.drain)
+                    if (
+                        not last
+                        and writer.rows_added != (seg.stop - seg.start - framing.WINDOW_SAMPLES) // s.hop_samples + 1
+                    ):
+                        raise AudioDecodeError(
+                            "corrupt",
+                            f"{path}: audio ends at {(seg.start + frames.total_samples) / framing.SAMPLE_RATE:.1f} s, "
+                            "before the length its header gives",
+                        )
+                except PartWriteError:
+                    raise
+                except AudioDecodeError as e:
+                    result["error_kind"], result["error"] = e.kind, without_path(path, str(e))
+                    self._write(writer, frames.drain)  # the frames decoded before the failure are kept
+                except Exception as e:  # never lose the file: its row will say what happened
+                    _LOG.exception("Unexpected failure on %s, segment %d", path, seg.index)
+                    result["error_kind"], result["error"] = "internal", f"{type(e).__name__}: {e}"
+                    frames.discard()
             t0 = time.perf_counter()
             writer.commit_frames()
             self._write_ms.inc(int((time.perf_counter() - t0) * 1000))

@@ -12,7 +12,7 @@ import ctypes
 import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,9 @@ from yamnet_beam import framing
 from yamnet_beam.audio import AudioInfo
 from yamnet_beam.job.inputs import InputFile
 from yamnet_beam.job.options import BLOCK_SECONDS
-from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults, FrameStream, open_stream
+from yamnet_beam.model.batched import DEFAULT_BATCH, FrameResults
 from yamnet_beam.model.loader import FrameModel, ModelLoader
+from yamnet_beam.model.multifile import MultiFileStream, open_multi_stream
 from yamnet_beam.table import schema
 from yamnet_beam.table.parts import ROW_GROUP_ROWS, PartWriter
 from yamnet_beam.versions import check_worker
@@ -54,6 +55,16 @@ class EmbedSettings:
 
 
 SEGMENTS_TAG = "segments"
+
+
+@dataclass(eq=False)
+class FileFrames:
+    """Where one file's (or segment's) results go, and how many rows it has had: a stream's key for the file."""
+
+    path: str
+    first_frame: int = 0  # a segment's first frame number
+    start_sample: int = 0  # a segment's first 16 kHz sample
+    rows: int = 0
 
 
 def _warning(n_samples: int | None, nonfinite: int, clipped: int = 0) -> str | None:
@@ -171,45 +182,36 @@ class _ModelFn(_OutputFn):
             if info is not None:
                 Metrics.distribution(METRICS_NAMESPACE, "model_bytes").update(info.size_bytes)
 
-    def _frame_stream(self) -> FrameStream:
-        """A fresh stream of the model for one file or segment, ``--frames_per_batch`` frames per CNN invoke."""
-        return open_stream(self._model, self._settings.hop_samples, self._settings.frames_per_batch)
+    def _model_stream(self) -> MultiFileStream:
+        """The model's queue for a part's (or a segment's) files, ``--frames_per_batch`` frames per CNN invoke;
+        close it (``with``) to stop its helper thread."""
+        return open_multi_stream(self._model, self._settings.hop_samples, self._settings.frames_per_batch)
 
-    def _stream_frames(
-        self,
-        path: str,
-        stream,
-        frames: FrameStream,
-        writer: PartWriter,
-        first_frame: int,
-        start_sample: int,
-        finish: bool,
-    ) -> None:
-        """Runs the stream's blocks through the model into ``writer`` (``finish``: pad and flush the last frames).
+    def _stream_frames(self, target: FileFrames, stream, frames: MultiFileStream, writer: PartWriter, finish: bool):
+        """Runs the stream's blocks through the model; results go to ``writer`` as they come, of this file or
+        earlier ones (``finish``: this file ends here, its last frame padded; else a segment's end).
 
-        Looks one block ahead, so the last block is pushed together with the finish: a file of one block (a
+        Looks one block ahead, so the last block is pushed together with the end: a file of one block (a
         short clip) is then one span through the model. The decoder runs ahead anyway, so this waits for nothing.
-        Blocks are pushed for whole CNN batches; the frames held back go with the next block or the end.
         """
+        frames.begin(target)
         blocks = stream.blocks()
         block = self._next_block(blocks)
         while True:
             if block is None:  # no audio at all (an empty segment); a file's stream raises no_audio instead
                 if finish:
-                    self._write_results(path, frames.finish(), frames, writer, first_frame, start_sample)
+                    self._write(writer, frames.end)
                 return
             try:
                 following = self._next_block(blocks)
             except Exception:  # keep the audio decoded before the failure: frame it as the handler expects
-                self._write_results(path, frames.push(block), frames, writer, first_frame, start_sample)
-                self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
+                self._write(writer, frames.push, block)
+                self._write(writer, frames.cut)
                 raise
-            last = following is None and finish
-            results = frames.push(block, final=last, whole=True)
-            self._write_results(path, results, frames, writer, first_frame, start_sample)
+            self._write(writer, frames.push, block, following is None and finish)
             if following is None:
-                if not finish:  # a segment's end: the frames held back for a whole CNN batch
-                    self._write_results(path, frames.flush(), frames, writer, first_frame, start_sample)
+                if not finish:  # a segment's end: its complete frames, unpadded
+                    self._write(writer, frames.cut)
                 return
             block = following
 
@@ -220,23 +222,18 @@ class _ModelFn(_OutputFn):
         finally:
             self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
 
-    def _write_results(
-        self,
-        path: str,
-        results: Iterator[FrameResults],
-        frames: FrameStream,
-        writer: PartWriter,
-        first_frame: int,
-        start_sample: int,
-    ) -> None:
-        """Adds the frames ``results`` yields to ``writer``; the model runs inside ``next()``, timed as inference."""
-        while True:
-            t0 = time.perf_counter()
-            batch = next(results, None)
-            self._infer_ms.inc(int((time.perf_counter() - t0) * 1000))
-            if batch is None:
-                return
-            writer.add(self._frames_table(path, batch, first_frame, start_sample + frames.total_samples))
+    def _write(self, writer: PartWriter, step: Callable[..., list[FrameResults]], *args: Any) -> None:
+        """Adds the results of a stream's ``step(*args)`` (the model runs in it: timed as inference) to
+        ``writer``, each to the rows of the file its key names."""
+        t0 = time.perf_counter()
+        results = step(*args)
+        self._infer_ms.inc(int((time.perf_counter() - t0) * 1000))
+        for batch in results:
+            target: FileFrames = batch.key
+            writer.add(
+                self._frames_table(target.path, batch, target.first_frame, target.start_sample + batch.total_samples)
+            )
+            target.rows += len(batch)
 
     def _frames_table(self, path: str, batch: FrameResults, first_frame: int, total_samples: int) -> pa.Table:
         """A batch of model results as frames rows; ``first_frame`` offsets a segment's numbering."""

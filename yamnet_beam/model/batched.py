@@ -53,6 +53,8 @@ class FrameResults:
     first_frame: int
     scores: np.ndarray  # float32 [count, 521]
     embeddings: np.ndarray  # float32 [count, 1024]
+    key: Any = None  # the file's key (a MultiFileStream's results; None from a FrameStream)
+    total_samples: int = 0  # the file's samples pushed when these frames were cut (MultiFileStream)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -232,20 +234,37 @@ class BatchedYamnet:
         need = (count - 1) * hop_samples + WINDOW_SAMPLES
         if count < 0 or (count and len(span) < need):
             raise ValueError(f"{count} frames at hop {hop_samples} need {need} samples, the span has {len(span)}")
-        p = self.points
         scores = np.empty((count, NUM_CLASSES), np.float32)
         embeddings = np.empty((count, EMBEDDING_DIM), np.float32)
-        rows_view = np.lib.stride_tricks.sliding_window_view(span[:need], p.row_len)
+        rows_view = np.lib.stride_tricks.sliding_window_view(span[:need], self.points.row_len)
         for g0 in range(0, count, group):
             g1 = min(count, g0 + group)
-            unique, where = _row_plan(p.rows_per_frame, p.row_hop, g1 - g0, hop_samples)
-            logmel = self._frontend(np.ascontiguousarray(rows_view[unique + g0 * hop_samples]))[0]
+            patches = self._patches(rows_view, g0, g1, hop_samples)
             for b0 in range(g0, g1, batch):
                 b1 = min(g1, b0 + batch)
-                s, e = self._cnn(logmel[where[b0 - g0 : b1 - g0]][..., None])  # patches [b, R, M, 1]
-                scores[b0:b1] = s.reshape(b1 - b0, -1)
-                embeddings[b0:b1] = e.reshape(b1 - b0, -1)
+                scores[b0:b1], embeddings[b0:b1] = self.run_cnn(patches[b0 - g0 : b1 - g0])
         return scores, embeddings
+
+    def _patches(self, rows_view: np.ndarray, g0: int, g1: int, hop_samples: int) -> np.ndarray:
+        """Patches [g1 - g0, R, M, 1] of frames g0..g1 of a span's STFT rows view: one front-end invoke."""
+        p = self.points
+        unique, where = _row_plan(p.rows_per_frame, p.row_hop, g1 - g0, hop_samples)
+        logmel = self._frontend(np.ascontiguousarray(rows_view[unique + g0 * hop_samples]))[0]
+        return logmel[where][..., None]
+
+    def prepare(self, span: FrameSpan) -> np.ndarray:
+        """The first stage: a span's patches [count, R, M, 1], one front-end invoke per :meth:`frames_per_run`."""
+        group = self.frames_per_run(span.hop, 1)
+        rows_view = np.lib.stride_tricks.sliding_window_view(span.samples, self.points.row_len)
+        parts = [
+            self._patches(rows_view, g0, min(span.count, g0 + group), span.hop) for g0 in range(0, span.count, group)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def run_cnn(self, patches: np.ndarray) -> Pair:
+        """The second stage: scores [b, 521] and embeddings [b, 1024] of ``b`` patches in one CNN invoke."""
+        s, e = self._cnn(patches)
+        return s.reshape(len(patches), -1), e.reshape(len(patches), -1)
 
     def stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> FrameStream:
         """A :class:`FrameStream` whose spans each take one front-end invoke."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, frame_signal
+from yamnet_beam.framing import HOP_SAMPLES, WINDOW_SAMPLES, StreamFramer, frame_signal
 from yamnet_beam.model import split
 from yamnet_beam.model.batched import (
     DEFAULT_BATCH,
@@ -36,6 +36,7 @@ from yamnet_beam.model.graph import (
     parse,
 )
 from yamnet_beam.model.litert import make_interpreter, runtime_name
+from yamnet_beam.model.multifile import MultiFileStream, per_frame_multi_stream
 from yamnet_beam.uris import local_or_url
 
 
@@ -272,6 +273,17 @@ class YamnetModel:
         if self.inference(hop_samples) == "batched":
             return self._batched.stream(hop_samples, batch)
         return per_frame_stream(self.predict, hop_samples, batch)
+
+    def multi_stream(self, hop_samples: int = HOP_SAMPLES, batch: int = DEFAULT_BATCH) -> MultiFileStream:
+        """Many files' blocks in, one after another, tagged results out (see :class:`MultiFileStream`). Batched,
+        its front end runs on a helper thread while the stream is open: use no other stream of this model then."""
+        if self.inference(hop_samples) != "batched":
+            return per_frame_multi_stream(self.predict, hop_samples, batch)
+        b = self._batched
+        group = b.frames_per_run(hop_samples, 1)
+        return MultiFileStream(
+            lambda: StreamFramer(hop_samples, WINDOW_SAMPLES, group), b.prepare, b.run_cnn, batch, helper=True
+        )
 
     def predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores [F, 521] and embeddings [F, 1024] (float32, owned copies) for frames [F, 15600], one
