@@ -11,7 +11,7 @@ import soundfile as sf
 
 from tests.support.fakes import FakeModel
 from yamnet_beam.framing import HOP_SAMPLES, frame_signal, num_frames
-from yamnet_beam.model import YamnetModel, open_multi_stream
+from yamnet_beam.model import YamnetModel, multifile, open_multi_stream
 from yamnet_beam.model.batched import Pair
 from yamnet_beam.model.multifile import per_frame_multi_stream
 
@@ -108,6 +108,25 @@ def test_cut_then_end_equals_the_whole_file(model, reference, clips, hop) -> Non
         results += stream.push(x[200_000:]) + stream.end() + stream.drain()
     s, e = _joined(results)
     want = reference.predict(frame_signal(x, hop))
+    assert np.array_equal(s, want[0]) and np.array_equal(e, want[1])
+
+
+def test_the_front_end_moves_between_threads_without_changing_a_bit(model, reference, clips, monkeypatch) -> None:
+    """A caller that waits for its input takes the front end back from the helper, and gives it back later."""
+    monkeypatch.setattr(multifile, "_DECIDE_S", 0.0)  # decide at every push
+    x = clips[4]
+    used = []
+    with model.multi_stream(HOP_SAMPLES, 4) as stream:
+        stream.begin(0)
+        results = []
+        for k, j in enumerate(range(0, len(x), 40_000)):
+            stream.waited(10.0 if k in (2, 3, 4) else 0.0)  # decoding was the bottleneck for three blocks
+            results += stream.push(x[j : j + 40_000], final=j + 40_000 >= len(x))
+            used.append(stream.use_helper)
+        results += stream.drain()
+    assert used[:2] == [True, True] and used[2:5] == [False] * 3 and used[5:] == [True] * (len(used) - 5)
+    s, e = _joined(results)
+    want = reference.predict(frame_signal(x))
     assert np.array_equal(s, want[0]) and np.array_equal(e, want[1])
 
 

@@ -196,14 +196,14 @@ class _ModelFn(_OutputFn):
         """
         frames.begin(target)
         blocks = stream.blocks()
-        block = self._next_block(blocks)
+        block = self._next_block(blocks, frames)
         while True:
             if block is None:  # no audio at all (an empty segment); a file's stream raises no_audio instead
                 if finish:
                     self._write(writer, frames.end)
                 return
             try:
-                following = self._next_block(blocks)
+                following = self._next_block(blocks, frames)
             except Exception:  # keep the audio decoded before the failure: frame it as the handler expects
                 self._write(writer, frames.push, block)
                 self._write(writer, frames.cut)
@@ -215,12 +215,14 @@ class _ModelFn(_OutputFn):
                 return
             block = following
 
-    def _next_block(self, blocks: Iterator[np.ndarray]) -> np.ndarray | None:
+    def _next_block(self, blocks: Iterator[np.ndarray], frames: MultiFileStream) -> np.ndarray | None:
         t0 = time.perf_counter()
         try:
             return next(blocks, None)
         finally:
-            self._decode_ms.inc(int((time.perf_counter() - t0) * 1000))
+            waited = time.perf_counter() - t0
+            frames.waited(waited)
+            self._decode_ms.inc(int(waited * 1000))
 
     def _write(self, writer: PartWriter, step: Callable[..., list[FrameResults]], *args: Any) -> None:
         """Adds the results of a stream's ``step(*args)`` (the model runs in it: timed as inference) to

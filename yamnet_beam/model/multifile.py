@@ -15,6 +15,7 @@ tests compare with per-frame invoke).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,12 @@ from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
 # Spans whose front end may run ahead of the CNN: one is enough to keep the helper busy while the CNN runs,
 # and bounds memory to one span of patches (<= 41 frames x 24 KB at the default hop) beyond the queue.
 _AHEAD = 1
+# The helper is worth it while the other core has time for it. When the caller waits for its input (decoding,
+# on the other core) for more than _WAIT_OFF of its time, the front end moves to the caller's thread, and back
+# below _WAIT_ON; the shares are taken over every _DECIDE_S of the caller's time. Measured on 2 cores, 1 worker:
+# 10 s clips of 16 kHz WAV wait 0.5-1.4 % of the time; of 44.1 kHz stereo FLAC 40-46 % with the helper (whose
+# front end then slows the decoder: 961 frames/s against 1,037 without it) and 23-30 % without.
+_WAIT_OFF, _WAIT_ON, _DECIDE_S = 0.15, 0.05, 0.5
 # Frames a per-frame model's span holds at most (its second stage invokes per frame anyway).
 _PER_FRAME_SPAN = 64
 
@@ -57,7 +64,8 @@ class MultiFileStream:
     ``prepare(span)`` turns a span into per-frame inputs (the front end's patches, or the frames
     themselves for a per-frame model); ``run(inputs)`` gives scores and embeddings for up to ``batch`` of
     them. With ``helper``, ``prepare`` runs on a helper thread (LiteRT releases the GIL while it
-    invokes). Not thread-safe: one per thread, and :meth:`close` (or ``with``) stops the helper.
+    invokes), except while the caller reports (:meth:`waited`) that it waits for its input for a good
+    share of its time. Not thread-safe: one per thread, and :meth:`close` (or ``with``) stops the helper.
     """
 
     def __init__(
@@ -74,6 +82,8 @@ class MultiFileStream:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-frontend") if helper else None
         self._framer: StreamFramer | None = None
         self._key: Hashable = None
+        self.use_helper = helper  # the balance below may turn it off and on
+        self._waited_s = self._busy_s = 0.0
         self._inflight: deque[_Queued] = deque()  # front end submitted, in order
         self._ready: deque[_Queued] = deque()  # inputs ready for the second stage, in order
         self._ready_frames = 0
@@ -120,6 +130,11 @@ class MultiFileStream:
         """Ends the current file: its remaining frames, the last zero-padded (one frame even for no audio)."""
         return self._queue(self._current().finish_spans())
 
+    def waited(self, seconds: float) -> None:
+        """The caller waited ``seconds`` for its input: while that is a good share of its time, the other core
+        (decoding) is the bottleneck and the front end runs on the caller's thread instead of the helper."""
+        self._waited_s += seconds
+
     def drain(self) -> list[FrameResults]:
         """Every queued frame's results, the last CNN batch at its own size: call before committing."""
         return self._advance(wait=True)
@@ -143,11 +158,33 @@ class MultiFileStream:
         return self._framer
 
     def _queue(self, spans: Iterable[FrameSpan]) -> list[FrameResults]:
+        t0 = time.perf_counter()
         framer = self._current()
         for span in spans:  # a span's samples are never written to again: safe to read on the helper
-            inputs = self._prepare(span) if self._pool is None else self._pool.submit(self._prepare, span)
+            if self._pool is not None and self.use_helper:
+                inputs = self._pool.submit(self._prepare, span)
+            else:
+                for q in self._inflight:  # one front end, used by one thread at a time
+                    if isinstance(q.inputs, Future):
+                        q.inputs = q.inputs.result()
+                inputs = self._prepare(span)
             self._inflight.append(_Queued(self._key, span.first_frame, span.count, framer.total_samples, inputs))
-        return self._advance(wait=False)
+        try:
+            return self._advance(wait=False)
+        finally:
+            self._busy_s += time.perf_counter() - t0
+            self._balance()
+
+    def _balance(self) -> None:
+        total = self._waited_s + self._busy_s
+        if self._pool is None or total < _DECIDE_S:
+            return
+        share = self._waited_s / total
+        if self.use_helper and share > _WAIT_OFF:
+            self.use_helper = False
+        elif not self.use_helper and share < _WAIT_ON:
+            self.use_helper = True
+        self._waited_s = self._busy_s = 0.0
 
     def _advance(self, wait: bool) -> list[FrameResults]:
         """Moves finished front-end work to the ready queue (waiting for all but the newest ``_AHEAD``
