@@ -8,6 +8,7 @@ frames rows. The DoFns only adapt: picklable configuration in, heavy state built
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -156,12 +157,14 @@ class _ModelFn(_OutputFn):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._model: FrameModel | None = None  # never pickled with the DoFn
+        self._stream: MultiFileStream | None = None
 
     def setup(self):
         super().setup()
         _tune_worker_memory()
         t0 = time.perf_counter()
         self._model = self._model_loader.load()
+        self._stream = None  # built at first use, for this model
         self._head = _load_head(self._settings)
         self._labels = np.asarray(self._label_names, dtype=object)
         self._plain_schema = self._frames_schema.remove_metadata()
@@ -182,10 +185,20 @@ class _ModelFn(_OutputFn):
             if info is not None:
                 Metrics.distribution(METRICS_NAMESPACE, "model_bytes").update(info.size_bytes)
 
-    def _model_stream(self) -> MultiFileStream:
-        """The model's queue for a part's (or a segment's) files, ``--frames_per_batch`` frames per CNN invoke;
-        close it (``with``) to stop its helper thread."""
-        return open_multi_stream(self._model, self._settings.hop_samples, self._settings.frames_per_batch)
+    def _model_stream(self) -> contextlib.AbstractContextManager[MultiFileStream]:
+        """The model's queue for a part's (or a segment's) files, ``--frames_per_batch`` frames per CNN invoke.
+
+        One per DoFn instance, kept between parts (its helper thread, and its choice of where the front end
+        runs, carry over; :meth:`teardown` stops it); leaving the ``with`` block drops whatever a failure left
+        queued, so every part starts empty."""
+        if self._stream is None:
+            self._stream = open_multi_stream(self._model, self._settings.hop_samples, self._settings.frames_per_batch)
+        return _emptied(self._stream)
+
+    def teardown(self):
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _stream_frames(self, target: FileFrames, stream, frames: MultiFileStream, writer: PartWriter, finish: bool):
         """Runs the stream's blocks through the model; results go to ``writer`` as they come, of this file or
@@ -258,6 +271,14 @@ class _ModelFn(_OutputFn):
         )
         self._build_ms.inc(int((time.perf_counter() - t0) * 1000))
         return table
+
+
+@contextlib.contextmanager
+def _emptied(stream: MultiFileStream) -> Iterator[MultiFileStream]:
+    try:
+        yield stream
+    finally:
+        stream.discard()
 
 
 def _load_head(settings: EmbedSettings):
