@@ -40,35 +40,42 @@ class _Worker:
     def __init__(self, open_source: Callable[[], Source], name: str) -> None:
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=_QUEUE_BLOCKS)
         self.stop = threading.Event()
-        self._open_source = open_source
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread = threading.Thread(target=decode_into, args=(open_source, self), name=name, daemon=True)
         self.thread.start()
 
-    def _put(self, item: tuple[Any, ...]) -> bool:
+    def join(self, timeout: float) -> None:
+        """Waits (at most ``timeout``) until the thread has closed the file."""
+        self.thread.join(timeout)
+
+
+def decode_into(open_source: Callable[[], Source], feed: Any, halt: Callable[[], bool] = lambda: False) -> None:
+    """Opens a source and queues its messages into ``feed.queue`` until the file ends or fails, or the consumer
+    (``feed.stop``) or ``halt()`` says stop; always closes the source. Every failure reaches the consumer."""
+
+    def put(item: tuple[Any, ...]) -> bool:
         """Queue ``item`` unless the consumer has gone; False means stop."""
-        while not self.stop.is_set():
+        while not (feed.stop.is_set() or halt()):
             try:
-                self.queue.put(item, timeout=_PUT_POLL_S)
+                feed.queue.put(item, timeout=_PUT_POLL_S)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _run(self) -> None:
-        source: Source | None = None
-        try:
-            source = self._open_source()
-            if not self._put(("open", source)):
+    source: Source | None = None
+    try:
+        source = open_source()
+        if not put(("open", source)):
+            return
+        for block in source.blocks():
+            if not put(("block", block, source.progress())) or feed.stop.is_set():
                 return
-            for block in source.blocks():
-                if not self._put(("block", block, source.progress())) or self.stop.is_set():
-                    return
-            self._put(("end", source.progress()))
-        except BaseException as e:  # everything reaches the consumer, which re-raises it
-            self._put(("error", e, None if source is None else source.progress()))
-        finally:
-            if source is not None:
-                source.close()
+        put(("end", source.progress()))
+    except BaseException as e:  # everything reaches the consumer, which re-raises it
+        put(("error", e, None if source is None else source.progress()))
+    finally:
+        if source is not None:
+            source.close()
 
 
 class AudioStream:
@@ -93,7 +100,7 @@ class AudioStream:
             like ``nonfinite_samples``. Output blocks are therefore always finite.
     """
 
-    def __init__(self, uri: str, *, timeout_s: float | None, worker: _Worker) -> None:
+    def __init__(self, uri: str, *, timeout_s: float | None, worker: Any) -> None:
         self.uri = uri
         self.source_samples = 0
         self.output_samples = 0
@@ -102,7 +109,7 @@ class AudioStream:
         self._name = display_path(uri)
         self._timeout_s = timeout_s
         self._waited_s = 0.0
-        self._worker: _Worker | None = worker
+        self._worker = worker  # queue, stop and join(): a _Worker, or one file's feed from a shared thread
         self._abandoned = False
         self._started = False
         item = self._get()
@@ -110,6 +117,11 @@ class AudioStream:
             self.close()
             self._raise(item)
         self.info: AudioInfo = item[1].info
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the decoder timed out: its thread was left behind, possibly stuck in a read."""
+        return self._abandoned
 
     @property
     def duration_s(self) -> float:
@@ -139,7 +151,7 @@ class AudioStream:
         with contextlib.suppress(queue.Empty):
             while True:  # free a slot so a thread blocked on put() sees the stop flag at once
                 worker.queue.get_nowait()
-        worker.thread.join(_JOIN_TIMEOUT_S)
+        worker.join(_JOIN_TIMEOUT_S)
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Yield float32 mono 16 kHz blocks (the source's blocks at 16 kHz, else 4 s resampled chunks).
@@ -207,6 +219,20 @@ class AudioStream:
             self._waited_s += time.monotonic() - t0
 
 
+def check_arguments(
+    block_seconds: float, resample_quality: str, timeout_s: float | None, max_duration_s: float | None
+) -> None:
+    """ValueError for a bad ``block_seconds``, ``resample_quality``, ``timeout_s`` or ``max_duration_s``."""
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+    if resample_quality not in RESAMPLE_QUALITIES:
+        raise ValueError(f"resample_quality must be one of {sorted(RESAMPLE_QUALITIES)}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
+    if max_duration_s is not None and not max_duration_s > 0:
+        raise ValueError(f"max_duration_s must be positive or None, got {max_duration_s}")
+
+
 def open_audio(
     uri: str,
     *,
@@ -239,15 +265,7 @@ def open_audio(
         ValueError: for a bad ``block_seconds``, ``resample_quality``, ``timeout_s`` or
             ``max_duration_s``.
     """
-    if not block_seconds > 0:
-        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
-    if resample_quality not in RESAMPLE_QUALITIES:
-        raise ValueError(f"resample_quality must be one of {sorted(RESAMPLE_QUALITIES)}")
-    if timeout_s is not None and not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
-    if max_duration_s is not None and not max_duration_s > 0:
-        raise ValueError(f"max_duration_s must be positive or None, got {max_duration_s}")
-
+    check_arguments(block_seconds, resample_quality, timeout_s, max_duration_s)
     if segment is not None and max_duration_s is not None:
         raise ValueError("segment and max_duration_s cannot be combined; plan segments within the limit")
 

@@ -7,6 +7,7 @@ becomes a ``files/`` row with a counter, so no input is ever silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -18,7 +19,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from yamnet_beam import framing
-from yamnet_beam.audio import AudioDecodeError, open_audio, segment_quantum
+from yamnet_beam.audio import AudioDecodeError, open_audio, open_audio_files, segment_quantum
 from yamnet_beam.job.frames import (
     SEGMENTS_TAG,
     EmbedSettings,
@@ -29,7 +30,7 @@ from yamnet_beam.job.frames import (
     _source_fields,
     _warning,
 )
-from yamnet_beam.job.inputs import InputFile, with_identity
+from yamnet_beam.job.inputs import InputFile, has_identity, with_identity
 from yamnet_beam.job.parts import Part, Segment, long_file_part_id
 from yamnet_beam.model.loader import ModelLoader
 from yamnet_beam.model.multifile import MultiFileStream
@@ -53,16 +54,26 @@ class _EmbedPartFn(_ModelFn):
         segments: list[Segment] = []
         written: dict[int, FileFrames] = {}  # a row's id -> its file's frames, counted once all are written
         items = list(part.files)
-        # The next file is opened (and its first blocks decoded) while this one runs through the model: with
-        # many short files the model otherwise waits for every file's first block. One model stream serves
-        # the whole part: a file's last frames share a CNN batch with the next file's first ones.
-        with ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-open") as pool, self._model_stream() as frames:
-            pending = pool.submit(self._open, items[0]) if items else None
+        s = self._settings
+        # One decode thread opens and decodes the part's files in order, ahead of the model: with many short
+        # files the model otherwise waits for every file's first block. One model stream serves the whole
+        # part: a file's last frames share a CNN batch with the next file's first ones. Identities a listing
+        # did not give (manifest entries) are looked up on another thread, ahead too.
+        streams = open_audio_files(
+            [item.path for item in items],
+            block_seconds=s.block_seconds,
+            timeout_s=s.decode_timeout_s,
+            max_duration_s=s.max_duration_s,
+        )
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="yamnet-beam-identity") as pool,
+            contextlib.closing(streams),
+            self._model_stream() as frames,
+        ):
             try:
-                for i, item in enumerate(items):
-                    opened = pending
-                    pending = pool.submit(self._open, items[i + 1]) if i + 1 < len(items) else None
-                    result = self.embed_file(item, part.id, writer, opened.result(), frames, rows, written)
+                known = all(has_identity(item) for item in items)
+                for item, opened in zip(items if known else pool.map(with_identity, items), streams, strict=True):
+                    result = self.embed_file(item, part.id, writer, opened, frames, rows, written)
                     if isinstance(result, list):
                         segments += result
                     else:
@@ -84,11 +95,6 @@ class _EmbedPartFn(_ModelFn):
             except BaseException:
                 writer.abort()
                 raise
-            finally:
-                if pending is not None:  # a failed part: do not leave the prefetched file open
-                    stream = pending.result()[1]
-                    if not isinstance(stream, BaseException):
-                        stream.close()
         for row in rows:
             yield self._count(row)
         for seg in segments:
@@ -119,38 +125,25 @@ class _EmbedPartFn(_ModelFn):
         pid = long_file_part_id(item, s.fingerprint)
         return [Segment(item, pid, i, len(bounds), start, stop, first) for i, (start, stop, first) in enumerate(bounds)]
 
-    def _open(self, item: InputFile) -> tuple[InputFile, Any]:
-        """``item`` with its identity, and its open stream or the exception opening raised."""
-        s = self._settings
-        item = with_identity(item)
-        try:
-            return item, open_audio(
-                item.path,
-                block_seconds=s.block_seconds,
-                timeout_s=s.decode_timeout_s,
-                max_duration_s=s.max_duration_s,
-            )
-        except Exception as e:  # reported by embed_file, in the file's row
-            return item, e
-
     def embed_file(
         self,
         item: InputFile,
         part_id: str,
         writer: PartWriter,
-        opened: tuple[InputFile, Any],
+        opened: Any,
         frames: MultiFileStream,
         rows: list[dict[str, Any]],
         written: dict[int, FileFrames],
     ) -> dict[str, Any] | list[Segment]:
         """Streams one file through decode, framing and the model into ``writer``; returns its files row
-        (or, for a long seekable file, the segments to process instead). ``opened``: what :meth:`_open`
-        returned for it. ``frames``: the part's model stream, whose queue may still hold this file's last
-        frames on return; the row's ``frames`` count is ``written[id(row)].rows`` once the stream is drained.
+        (or, for a long seekable file, the segments to process instead). ``opened``: its open stream, or what
+        opening it raised (from :func:`~yamnet_beam.audio.open_audio_files`). ``frames``: the part's model
+        stream, whose queue may still hold this file's last frames on return; the row's ``frames`` count is
+        ``written[id(row)].rows`` once the stream is drained.
         ``rows``: the part's rows so far, which a model failure may turn into errors (their frames were queued).
         """
         s = self._settings
-        item, opened_stream = opened if opened is not None else self._open(item)
+        opened_stream = opened
         path = display_path(item.path)
         identity = _identity(item, s.fingerprint, part_id)
         target = FileFrames(path)

@@ -45,9 +45,14 @@ def from_info(uri: str, info: dict) -> InputFile:
     return InputFile(uri, int(size) if size is not None else None, mtime_of(info), _etag(info))
 
 
+def has_identity(item: InputFile) -> bool:
+    """Whether ``item`` has what ``--mode resume`` compares (a listing gives it; a manifest entry does not)."""
+    return item.size_bytes is not None and (item.mtime is not None or item.etag is not None)
+
+
 def with_identity(item: InputFile) -> InputFile:
     """``item`` with size/mtime/etag looked up if it lacks them (one metadata request; errors leave it as is)."""
-    if item.size_bytes is not None and (item.mtime is not None or item.etag is not None):
+    if has_identity(item):
         return item
     try:
         fs, path = fsspec.core.url_to_fs(item.path)
