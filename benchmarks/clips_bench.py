@@ -168,7 +168,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     ctx = Ctx(cache, model, class_map, log, wait_budget_s=args.max_wait, script=HERE / "pipeline_bench.py")
     clips = args.clips or (200 if args.quick else 1000)
-    long_s = 120.0 if args.quick else 600.0
+    long_s = 300.0 if args.quick else 600.0
     repeats = args.repeats or (1 if args.quick else 3)
     sets = make_corpus(cache, clips, 4, long_s, log)
     codes = {"new": (ctx, child_env())}
@@ -318,7 +318,7 @@ def format_report(res: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="200 clips per set, 2-minute long files, 1 repeat")
+    ap.add_argument("--quick", action="store_true", help="200 clips per set, 5-minute long files, 1 repeat")
     ap.add_argument("--clips", type=int, default=0, help="clips per set (default 1000, --quick 200)")
     ap.add_argument("--repeats", type=int, default=0, help="interleaved repeats (default 3, --quick 1)")
     ap.add_argument("--baseline", default=None, help="also run the 1-worker cases on this commit's code (e.g. main)")
