@@ -3,6 +3,8 @@ bit, whichever files shared a CNN batch or the front end's helper thread."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,23 +113,54 @@ def test_cut_then_end_equals_the_whole_file(model, reference, clips, hop) -> Non
     assert np.array_equal(s, want[0]) and np.array_equal(e, want[1])
 
 
-def test_the_front_end_moves_between_threads_without_changing_a_bit(model, reference, clips, monkeypatch) -> None:
-    """A caller that waits for its input takes the front end back from the helper, and gives it back later."""
-    monkeypatch.setattr(multifile, "_DECIDE_S", 0.0)  # decide at every push
-    x = clips[4]
-    used = []
+def _pushed_with(model, x: np.ndarray, waits: set[int]) -> tuple[list, list[bool]]:
+    """Pushes ``x`` in 40,000-sample blocks, reporting a long wait for input before the blocks in ``waits``;
+    returns the results and, after each push, whether the helper computes the front end."""
+    used, results = [], []
     with model.multi_stream(HOP_SAMPLES, 4) as stream:
         stream.begin(0)
-        results = []
         for k, j in enumerate(range(0, len(x), 40_000)):
-            stream.waited(10.0 if k in (2, 3, 4) else 0.0)  # decoding was the bottleneck for three blocks
+            stream.waited(10.0 if k in waits else 0.0)
             results += stream.push(x[j : j + 40_000], final=j + 40_000 >= len(x))
             used.append(stream.use_helper)
         results += stream.drain()
-    assert used[:2] == [True, True] and used[2:5] == [False] * 3 and used[5:] == [True] * (len(used) - 5)
+    return results, used
+
+
+def test_the_front_end_moves_to_the_caller_while_it_waits_for_input(model, reference, clips, monkeypatch) -> None:
+    """A caller that waits for its input (decoding is the bottleneck) takes the front end back from the helper,
+    and gives it back once it waits no more; not a bit changes."""
+    monkeypatch.setattr(multifile, "_DECIDE_S", 0.0)  # decide at every push
+    monkeypatch.setattr(multifile, "_IDLE_CORES", 0.0)  # whatever the machine is doing meanwhile
+    monkeypatch.setattr(multifile, "_RETRY", 2)
+    results, used = _pushed_with(model, clips[4], waits={2, 3})
+    assert used[:5] == [True, True, False, False, True] and all(used[5:])
     s, e = _joined(results)
-    want = reference.predict(frame_signal(x))
+    want = reference.predict(frame_signal(clips[4]))
     assert np.array_equal(s, want[0]) and np.array_equal(e, want[1])
+
+
+def test_the_front_end_leaves_the_helper_while_no_core_is_idle(model, reference, clips, monkeypatch) -> None:
+    """With no core idle (other workers hold them) the helper only costs: the caller computes the front end,
+    trying the helper again every _RETRY windows."""
+    monkeypatch.setattr(multifile, "_DECIDE_S", 0.0)
+    monkeypatch.setattr(multifile, "_RETRY", 3)
+    monkeypatch.setattr(multifile._IdleCores, "since_last", lambda self: 0.0)
+    results, used = _pushed_with(model, clips[4], waits=set())
+    assert used[:8] == [False, False, False, True, False, False, False, True]
+    s, e = _joined(results)
+    want = reference.predict(frame_signal(clips[4]))
+    assert np.array_equal(s, want[0]) and np.array_equal(e, want[1])
+
+
+def test_idle_cores_reads_the_machine() -> None:
+    idle = multifile._IdleCores()
+    time.sleep(0.2)
+    value = idle.since_last()
+    if not Path("/proc/stat").exists():
+        assert value is None
+    else:
+        assert value is not None and 0.0 <= value <= (os.cpu_count() or 1) + 0.5
 
 
 def test_a_failure_reaches_the_caller_and_discard_names_the_queued_files(clips) -> None:

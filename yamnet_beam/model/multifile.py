@@ -15,6 +15,7 @@ tests compare with per-frame invoke).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
@@ -31,12 +32,15 @@ from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
 # Spans whose front end may run ahead of the CNN: one is enough to keep the helper busy while the CNN runs,
 # and bounds memory to one span of patches (<= 41 frames x 24 KB at the default hop) beyond the queue.
 _AHEAD = 1
-# The helper is worth it while the other core has time for it. When the caller waits for its input (decoding,
-# on the other core) for more than _WAIT_OFF of its time, the front end moves to the caller's thread, and back
-# below _WAIT_ON; the shares are taken over every _DECIDE_S of the caller's time. Measured on 2 cores, 1 worker:
-# 10 s clips of 16 kHz WAV wait 0.5-1.4 % of the time; of 44.1 kHz stereo FLAC 40-46 % with the helper (whose
-# front end then slows the decoder: 961 frames/s against 1,037 without it) and 23-30 % without.
-_WAIT_OFF, _WAIT_ON, _DECIDE_S = 0.15, 0.05, 0.5
+# The helper is worth it while a core is idle for it. The front end moves to the caller's thread when the
+# caller waits for its input (decoding, on the other core) for more than _WAIT_OFF of its time, or when the
+# machine had less than _IDLE_CORES of a core idle (other workers, or other jobs, hold the cores); it comes
+# back after _RETRY windows if the caller waits less than _WAIT_ON. Shares are taken over every _DECIDE_S of
+# the caller's time. Measured on 2 cores: with 1 worker, 10 s clips of 16 kHz WAV wait 0.5-1.4 % of the time,
+# of 44.1 kHz stereo FLAC 40-46 % with the helper (whose front end then slows the decoder: 961 frames/s
+# against 1,037 without it) and 23-30 % without; two workers at once ran 5-10 % faster without their helpers
+# (the helper's own share of a core, 0.64-0.75 then against 0.73-0.86 alone, was too close to tell them apart).
+_WAIT_OFF, _WAIT_ON, _IDLE_CORES, _DECIDE_S, _RETRY = 0.15, 0.05, 0.25, 0.5, 10
 # Frames a per-frame model's span holds at most (its second stage invokes per frame anyway).
 _PER_FRAME_SPAN = 64
 
@@ -84,6 +88,8 @@ class MultiFileStream:
         self._key: Hashable = None
         self.use_helper = helper  # the balance below may turn it off and on
         self._waited_s = self._busy_s = 0.0
+        self._idle = _IdleCores()
+        self._off_windows = 0
         self._inflight: deque[_Queued] = deque()  # front end submitted, in order
         self._ready: deque[_Queued] = deque()  # inputs ready for the second stage, in order
         self._ready_frames = 0
@@ -180,10 +186,14 @@ class MultiFileStream:
         if self._pool is None or total < _DECIDE_S:
             return
         share = self._waited_s / total
-        if self.use_helper and share > _WAIT_OFF:
-            self.use_helper = False
-        elif not self.use_helper and share < _WAIT_ON:
-            self.use_helper = True
+        idle = self._idle.since_last()
+        if self.use_helper:
+            if share > _WAIT_OFF or (idle is not None and idle < _IDLE_CORES):
+                self.use_helper, self._off_windows = False, 0
+        else:
+            self._off_windows += 1
+            if share < _WAIT_ON and self._off_windows >= _RETRY:
+                self.use_helper = True
         self._waited_s = self._busy_s = 0.0
 
     def _advance(self, wait: bool) -> list[FrameResults]:
@@ -238,6 +248,30 @@ class MultiFileStream:
             FrameResults(first, scores[s : s + c], embeddings[s : s + c], key=key, total_samples=total)
             for key, first, s, c, total in runs
         ]
+
+
+class _IdleCores:
+    """Cores the whole machine left idle since the last call, from ``/proc/stat`` (None where there is none)."""
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, int] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = f.readline().split()
+            return time.monotonic(), int(fields[4]) + int(fields[5])  # idle + iowait, in clock ticks
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def since_last(self) -> float | None:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        return (now[1] - last[1]) / self._tick / (now[0] - last[0])
 
 
 def _frames(span: FrameSpan) -> np.ndarray:
