@@ -50,8 +50,9 @@ def head_parts(out: Output, head: Head) -> tuple[list[str], bool]:
     )
 
 
-def _head_view(out: Output, head: Head) -> str:
-    """A DuckDB view ``head_frames`` (path, frame, start_s, valid_samples, head_scores); returns its name."""
+def head_view(out: Output, head: Head) -> str:
+    """A DuckDB view ``head_frames`` (path, frame, start_s, valid_samples, head_scores) of a head's scores on
+    ``out`` (run --head or apply); returns its name. Used by the class queries here and by the explorer."""
     parts, in_frames = head_parts(out, head)
     if in_frames:
         out.con.execute("CREATE OR REPLACE VIEW head_frames AS SELECT * FROM frames")
@@ -140,7 +141,7 @@ def events(
     if head is not None:
         index = resolve_head_class(head, cls)
         threshold = head.thresholds[index] if threshold is None else threshold
-        table, column, label = _head_view(out, head), "head_scores", head.classes[index]
+        table, column, label = head_view(out, head), "head_scores", head.classes[index]
     elif threshold is None:
         raise QueryError("--threshold is required (a score in [0, 1]) unless --head gives calibrated thresholds")
     if not 0.0 <= threshold <= 1.0:

@@ -203,7 +203,7 @@ class Explorer:
         if self.head is not None and cls.strip().lower() in [c.lower() for c in self.head.classes]:
             index = q.resolve_head_class(self.head, cls)
             with self._sql:
-                table = q._head_view(self.out, self.head)
+                table = q.head_view(self.out, self.head)
             column, name = "head_scores", self.head.classes[index]
         else:
             index = q.resolve_class(self.out.labels, cls)
