@@ -15,6 +15,7 @@ tests compare with per-frame invoke).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -32,15 +33,16 @@ from yamnet_beam.model.graph import EMBEDDING_DIM, NUM_CLASSES
 # Spans whose front end may run ahead of the CNN: one is enough to keep the helper busy while the CNN runs,
 # and bounds memory to one span of patches (<= 41 frames x 24 KB at the default hop) beyond the queue.
 _AHEAD = 1
-# The helper is worth it while a core is idle for it. The front end moves to the caller's thread when the
-# caller waits for its input (decoding, on the other core) for more than _WAIT_OFF of its time, or when the
-# machine had less than _IDLE_CORES of a core idle (other workers, or other jobs, hold the cores); it comes
-# back after _RETRY windows if the caller waits less than _WAIT_ON. Shares are taken over every _DECIDE_S of
-# the caller's time. Measured on 2 cores: with 1 worker, 10 s clips of 16 kHz WAV wait 0.5-1.4 % of the time,
-# of 44.1 kHz stereo FLAC 40-46 % with the helper (whose front end then slows the decoder: 961 frames/s
-# against 1,037 without it) and 23-30 % without; two workers at once ran 5-10 % faster without their helpers
-# (the helper's own share of a core, 0.64-0.75 then against 0.73-0.86 alone, was too close to tell them apart).
-_WAIT_OFF, _WAIT_ON, _IDLE_CORES, _DECIDE_S, _RETRY = 0.15, 0.05, 0.25, 0.5, 10
+# The helper is worth it while a core is idle for it. Every _DECIDE_S of the caller's time: the front end moves
+# to the caller's thread when the caller waited for its input (decoding, on the other core) more than _WAIT_OFF
+# of that time, or when the machine left less than _IDLE_OFF of a core idle in two windows running (other
+# workers or jobs hold the cores); it moves back when the caller waits less than _WAIT_ON and more than
+# _IDLE_ON of a core is idle. Measured on 2 cores: with 1 worker, 10 s clips of 16 kHz WAV wait 0.5-1.4 % of
+# the time, of 44.1 kHz stereo FLAC 40-46 % with the helper (whose front end then slows the decoder: 961
+# frames/s against 1,037 without it) and 23-30 % without; one worker leaves ~0.6 of a core idle with its
+# helper; two workers at once ran 5-10 % faster without their helpers (the helper's own share of a core,
+# 0.64-0.75 then against 0.73-0.86 alone, was too close to tell the two apart).
+_WAIT_OFF, _WAIT_ON, _IDLE_OFF, _IDLE_ON, _DECIDE_S = 0.15, 0.05, 0.25, 0.5, 0.5
 # Frames a per-frame model's span holds at most (its second stage invokes per frame anyway).
 _PER_FRAME_SPAN = 64
 
@@ -69,7 +71,8 @@ class MultiFileStream:
     themselves for a per-frame model); ``run(inputs)`` gives scores and embeddings for up to ``batch`` of
     them. With ``helper``, ``prepare`` runs on a helper thread (LiteRT releases the GIL while it
     invokes), except while the caller reports (:meth:`waited`) that it waits for its input for a good
-    share of its time. Not thread-safe: one per thread, and :meth:`close` (or ``with``) stops the helper.
+    share of its time, or while the machine has no core idle. Not thread-safe: one per thread, and
+    :meth:`close` (or ``with``) stops the helper.
     """
 
     def __init__(
@@ -89,7 +92,7 @@ class MultiFileStream:
         self.use_helper = helper  # the balance below may turn it off and on
         self._waited_s = self._busy_s = 0.0
         self._idle = _IdleCores()
-        self._off_windows = 0
+        self._low_windows = 0  # windows running with the helper on and no core idle
         self._inflight: deque[_Queued] = deque()  # front end submitted, in order
         self._ready: deque[_Queued] = deque()  # inputs ready for the second stage, in order
         self._ready_frames = 0
@@ -149,8 +152,9 @@ class MultiFileStream:
         """After a failure: drops every queued frame; returns the keys whose frames were dropped."""
         keys = {q.key for q in (*self._inflight, *self._ready)}
         for q in self._inflight:
-            if isinstance(q.inputs, Future):
-                q.inputs.cancel()
+            if isinstance(q.inputs, Future) and not q.inputs.cancel():
+                with contextlib.suppress(Exception):  # running: the helper must be done with the front end
+                    q.inputs.result()
         self._inflight.clear()
         self._ready.clear()
         self._ready_frames = 0
@@ -188,12 +192,11 @@ class MultiFileStream:
         share = self._waited_s / total
         idle = self._idle.since_last()
         if self.use_helper:
-            if share > _WAIT_OFF or (idle is not None and idle < _IDLE_CORES):
-                self.use_helper, self._off_windows = False, 0
-        else:
-            self._off_windows += 1
-            if share < _WAIT_ON and self._off_windows >= _RETRY:
-                self.use_helper = True
+            self._low_windows = self._low_windows + 1 if idle is not None and idle < _IDLE_OFF else 0
+            if share > _WAIT_OFF or self._low_windows >= 2:
+                self.use_helper, self._low_windows = False, 0
+        elif share < _WAIT_ON and (idle is None or idle > _IDLE_ON):
+            self.use_helper = True
         self._waited_s = self._busy_s = 0.0
 
     def _advance(self, wait: bool) -> list[FrameResults]:
