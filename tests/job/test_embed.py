@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tests.support.fakes import FailingModelLoader, FakeModel, FakeModelLoader
+from tests.support.fakes import FailingModelLoader, FailingOnCallLoader, FakeModel, FakeModelLoader
 from yamnet_beam import framing
 from yamnet_beam.audio import decode_file
 from yamnet_beam.job.embed import _EmbedPartFn
@@ -139,27 +139,6 @@ def test_model_failure_still_yields_a_row(fixtures_dir, tmp_path):
     assert "interpreter exploded" in row["error"]
 
 
-class _FailingAtCall(FakeModelLoader):
-    """A fake model whose ``fail_at``-th predict() raises, as an interpreter crashing once would."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.fail_at = fail_at
-
-    def load(self) -> FakeModel:
-        model = super().load()
-        predict = model.predict
-
-        def failing(frames):
-            if model.calls + 1 == self.fail_at:
-                model.calls += 1
-                raise RuntimeError("interpreter crashed")
-            return predict(frames)
-
-        model.predict = failing
-        return model
-
-
 def test_files_of_a_part_share_batches_and_a_model_failure_names_every_file_it_cost(tmp_path):
     """Frames of consecutive files share CNN batches: a batch that fails holds the first file's last frame
     and the second's first ones, so both rows say internal (the frames written before are kept and counted);
@@ -171,7 +150,7 @@ def test_files_of_a_part_share_batches_and_a_model_failure_names_every_file_it_c
         sf.write(paths[-1], (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
     out = tmp_path / "out"
     # a: 5 frames -> call 1 runs 4; its 5th waits for b's first 3 in call 2, which fails.
-    frames, rows = _run_fn(_fn(out, _FailingAtCall(2), frames_per_batch=4), out, *paths)
+    frames, rows = _run_fn(_fn(out, FailingOnCallLoader(2), frames_per_batch=4), out, *paths)
     assert [(r["path"].rsplit("/", 1)[-1], r["status"], r["error_kind"]) for r in rows] == [
         ("a.wav", "error", "internal"),
         ("b.wav", "error", "internal"),

@@ -11,31 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tests.support.fakes import FakeModel, FakeModelLoader
+from tests.support.fakes import FailingOnCallLoader, FakeModelLoader
 from yamnet_beam.job.pipeline import run
 
 SR = 44100
-
-
-class FailingOnCallLoader(FakeModelLoader):
-    """A model whose ``fail_at``-th predict() of each loaded instance raises, as a crashing interpreter would."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.fail_at = fail_at
-
-    def load(self) -> FakeModel:
-        model = super().load()
-        predict, fail_at = model.predict, self.fail_at
-
-        def failing(frames):
-            if model.calls + 1 == fail_at:
-                model.calls += 1
-                raise RuntimeError("interpreter crashed")
-            return predict(frames)
-
-        model.predict = failing
-        return model
 
 
 @pytest.fixture(scope="module")

@@ -48,3 +48,24 @@ class FailingModelLoader(FakeModelLoader):
 
         model.predict = predict
         return model
+
+
+class FailingOnCallLoader(FakeModelLoader):
+    """A model whose ``fail_at``-th predict() of each loaded instance raises, as a crashing interpreter would."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def load(self) -> FakeModel:
+        model = super().load()
+        predict, fail_at = model.predict, self.fail_at
+
+        def failing(frames):
+            if model.calls + 1 == fail_at:
+                model.calls += 1
+                raise RuntimeError("interpreter crashed")
+            return predict(frames)
+
+        model.predict = failing
+        return model
