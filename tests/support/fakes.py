@@ -34,38 +34,27 @@ class FakeModelLoader(ModelLoader):
 
 
 class FailingModelLoader(FakeModelLoader):
-    """A model whose every predict() raises ``error``: a crashing interpreter, or a worker being killed."""
+    """A model whose predict() raises ``error``: every call (a crashing interpreter, or a worker being killed),
+    or only the ``fail_at``-th call of each loaded instance (an interpreter crashing once)."""
 
-    def __init__(self, error: BaseException):
+    def __init__(self, error: BaseException, fail_at: int | None = None):
         super().__init__()
-        self.error = error
+        self.error, self.fail_at = error, fail_at
 
     def load(self) -> FakeModel:
         model = super().load()
-
-        def predict(frames):
-            raise self.error
-
-        model.predict = predict
-        return model
-
-
-class FailingOnCallLoader(FakeModelLoader):
-    """A model whose ``fail_at``-th predict() of each loaded instance raises, as a crashing interpreter would."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.fail_at = fail_at
-
-    def load(self) -> FakeModel:
-        model = super().load()
-        predict, fail_at = model.predict, self.fail_at
+        predict = model.predict
 
         def failing(frames):
-            if model.calls + 1 == fail_at:
+            if self.fail_at is None or model.calls + 1 == self.fail_at:
                 model.calls += 1
-                raise RuntimeError("interpreter crashed")
+                raise self.error
             return predict(frames)
 
         model.predict = failing
         return model
+
+
+def FailingOnCallLoader(fail_at: int) -> FailingModelLoader:  # noqa: N802 - reads as the loader it makes
+    """A model whose ``fail_at``-th predict() raises "interpreter crashed"."""
+    return FailingModelLoader(RuntimeError("interpreter crashed"), fail_at)
